@@ -1,0 +1,181 @@
+"""`unionfs`: mount and unmount union filesystems. The only module that parses argv, prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from .config import MountConfig, apply_options, mounted_points, validate
+from .errors import ConfigError
+
+USAGE_ERROR = 2
+
+MOUNT_HELP = """\
+options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take them):
+  lowerdir=A:B:C     read-only layers, top first (escape ':' and ',' in names with '\\')
+  upperdir=DIR       writable layer; needs workdir (without both the mount is read-only)
+  workdir=DIR        an empty directory on the upper's filesystem, for staging
+  whiteout=auto|chardev|file
+                     how deletions are recorded: a 0/0 character device (needs mknod) or an OCI
+                     '.wh.NAME' file; auto picks chardev where allowed
+  fsync=0            do not fsync copied-up files (faster, less safe on power loss)
+  allow_other        let other users use the mount (needs user_allow_other in /etc/fuse.conf)
+  ro                 read-only even with an upper
+  timeout=SECONDS    kernel cache lifetime for entries and attributes
+"""
+
+
+def die(message: str, status: int = USAGE_ERROR) -> None:
+    print(f"unionfs: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def mount_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Mount a union of directories: read-only lower layers under an optional writable upper.",
+        epilog=MOUNT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    parser.add_argument("--lower", action="append", default=[], metavar="DIR", help="a lower layer (top first)")
+    parser.add_argument("--upper", metavar="DIR")
+    parser.add_argument("--work", metavar="DIR")
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("-d", "--debug", action="store_true", help="log every operation (implies -f)")
+    parser.add_argument("--log", metavar="FILE", help="where a background daemon logs (default: nowhere)")
+    parser.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("source", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("mountpoint")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> MountConfig:
+    config = MountConfig(mountpoint=args.mountpoint)
+    for options in args.options:
+        apply_options(config, options)
+    config.lowers.extend(args.lower)
+    if args.upper is not None:
+        config.upper = args.upper
+    if args.work is not None:
+        config.work = args.work
+    config.debug = config.debug or args.debug
+    return validate(config)
+
+
+def setup_logging(args: argparse.Namespace, config: MountConfig) -> None:
+    level = logging.DEBUG if config.debug else logging.INFO
+    handler: logging.Handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s unionfs[%(process)d] %(levelname)s %(message)s"))
+    logger = logging.getLogger("unionfs")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
+    """Serve in this process; report readiness (or the failure) on --ready-fd when given."""
+    from .mount import serve  # pyfuse3 is imported only by the process that serves
+
+    setup_logging(args, config)
+
+    def ready() -> None:
+        if args.pidfile:
+            with open(args.pidfile, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, b"ok\n")
+            os.close(args.ready_fd)
+            args.ready_fd = None
+
+    try:
+        serve(config, ready)
+    except (OSError, RuntimeError) as exc:
+        message = f"cannot mount on '{config.mountpoint}': {exc}"
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, message.encode() + b"\n")
+        die(message, 1)
+
+
+def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
+    """Start the daemon in its own session and return once its mount is ready (or say why it is not)."""
+    read_end, write_end = os.pipe()
+    log = open(args.log, "ab") if args.log else subprocess.DEVNULL
+    child = subprocess.Popen(
+        [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
+        pass_fds=(write_end,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode(errors="replace").strip()
+    if answer == "ok":
+        return
+    status = child.wait()
+    die(answer or f"the daemon exited with status {status} before the mount was ready: run with -f --debug "
+        "to see why", 1)
+
+
+def cmd_mount(argv: Sequence[str], prog: str) -> None:
+    args = mount_parser(prog).parse_args(argv)
+    try:
+        config = config_from(args)
+    except ConfigError as exc:
+        die(str(exc))
+    if args.foreground or args.debug or args.ready_fd is not None:
+        run_daemon(args, config)
+    else:
+        spawn_daemon(argv, args)
+
+
+def cmd_umount(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="unionfs umount", description="Unmount a union filesystem.")
+    parser.add_argument("mountpoint")
+    args = parser.parse_args(argv)
+    point = os.path.realpath(args.mountpoint)
+    if point not in mounted_points():
+        die(f"'{args.mountpoint}' is not mounted: nothing to do")
+    stale = False
+    try:
+        os.stat(point)
+    except OSError as exc:
+        stale = exc.errno == errno.ENOTCONN
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    commands = [[tool, "-u", point]] if tool else []
+    if os.geteuid() == 0 and shutil.which("umount"):
+        commands.append(["umount", point])
+    if stale and tool:
+        commands.append([tool, "-uz", point])
+    errors = []
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return
+        errors.append(done.stderr.strip())
+    die(f"cannot unmount '{point}': {errors[-1] if errors else 'fusermount3 is not installed'}; close what "
+        f"uses it (fuser -m {point}) and try again", 1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "mount":
+        cmd_mount(args[1:], "unionfs mount")
+    elif args and args[0] in ("umount", "unmount"):
+        cmd_umount(args[1:])
+    elif args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        cmd_mount(args, "unionfs")  # the fuse-overlayfs form that podman's and buildah's mount_program uses
+    else:
+        print("usage: unionfs mount -o lowerdir=A:B[,upperdir=U,workdir=W] MOUNTPOINT\n"
+              "       unionfs umount MOUNTPOINT\n"
+              "       unionfs -o OPTIONS MOUNTPOINT            (fuse-overlayfs form)\n"
+              "Run 'unionfs mount --help' for the options.")
+        sys.exit(0 if args else USAGE_ERROR)

@@ -1,0 +1,189 @@
+"""Mount options: parsed from the fuse-overlayfs/kernel `-o` syntax and checked before anything is mounted.
+
+Every ConfigError message is one line a user can act on: what is wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+
+from .copyup import WORK_SUBDIR
+from .errors import ConfigError
+
+#: Options containers/storage, mount(8) or fuse-overlayfs callers pass that change nothing here.
+IGNORED_OPTIONS = frozenset(
+    {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "strictatime",
+     "lazytime", "nodiratime", "volatile", "userxattr", "default_permissions", "noacl", "auto", "noauto",
+     "context", "fscontext", "defcontext", "rootcontext", "metacopy", "redirect_dir", "index", "xino",
+     "nfs_export", "uuid", "noxattrs", "plugins", "static_nlink", "threaded", "debug_fd"}
+)
+WHITEOUT_FORMS = ("auto", "chardev", "file")
+
+
+@dataclass
+class MountConfig:
+    mountpoint: str
+    lowers: list[str] = field(default_factory=list)  # top first
+    upper: str | None = None
+    work: str | None = None
+    read_only: bool = False
+    allow_other: bool = False
+    whiteout: str = "auto"
+    fsync: bool = True
+    timeout: float | None = None
+    debug: bool = False
+
+    @property
+    def layer_dirs(self) -> list[str]:
+        return ([self.upper] if self.upper else []) + self.lowers
+
+
+def split_escaped(text: str, sep: str) -> list[str]:
+    """Split on `sep` except where it is escaped with a backslash, as the kernel's overlayfs options are."""
+    parts, current, chars = [], [], iter(text)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, ""))
+        elif ch == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def apply_options(config: MountConfig, options: str) -> None:
+    """Fold one `-o a=b,c` string into `config`."""
+    for item in split_escaped_keep(options, ","):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if key == "lowerdir":
+            dirs = [d for d in split_escaped(value, ":") if d]
+            if not dirs:
+                raise ConfigError("lowerdir= is empty: name at least one lower layer directory")
+            config.lowers.extend(dirs)
+        elif key == "upperdir":
+            config.upper = unescape(value)
+        elif key == "workdir":
+            config.work = unescape(value)
+        elif key == "ro":
+            config.read_only = True
+        elif key == "allow_other":
+            config.allow_other = True
+        elif key == "whiteout":
+            if value not in WHITEOUT_FORMS:
+                raise ConfigError(f"whiteout={value}: use one of {', '.join(WHITEOUT_FORMS)}")
+            config.whiteout = value
+        elif key == "fsync":
+            config.fsync = value not in ("0", "no", "false")
+        elif key == "timeout":
+            try:
+                config.timeout = float(value)
+            except ValueError:
+                raise ConfigError(f"timeout={value}: give a number of seconds") from None
+        elif key == "debug":
+            config.debug = True
+        elif key not in IGNORED_OPTIONS:
+            raise ConfigError(f"unknown mount option '{item}': see 'unionfs mount --help' for the options")
+
+
+def split_escaped_keep(text: str, sep: str) -> list[str]:
+    """Split on unescaped `sep`, keeping escapes in the parts (lowerdir= unescapes them itself)."""
+    parts, current, escaped = [], [], False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def unescape(text: str) -> str:
+    return split_escaped(text, "\0")[0]
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _check_dir(kind: str, path: str) -> str:
+    if not os.path.exists(path):
+        raise ConfigError(f"{kind} '{path}' does not exist: create it or fix the path")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{kind} '{path}' is not a directory: give a directory")
+    return os.path.realpath(path)
+
+
+def mounted_points() -> set[str]:
+    points = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            fields = line.split(" ")
+            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
+def check_fuse_device() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("/dev/fuse does not exist: load the fuse module (modprobe fuse) or, in a container, "
+                          "pass the device in (--device /dev/fuse)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise ConfigError("/dev/fuse is not readable and writable by you: ask an administrator to "
+                          "'chmod 0666 /dev/fuse' (the usual mode) or run as a user who may open it")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise ConfigError("fusermount3 is not installed: install it (apt-get install fuse3)")
+
+
+def validate(config: MountConfig) -> MountConfig:
+    """Check the layers, work dir and mount point; returns the config with absolute, resolved paths."""
+    if not config.lowers:
+        raise ConfigError("no lower layer given: pass -o lowerdir=DIR[:DIR...] (top first)")
+    if (config.upper is None) != (config.work is None):
+        given, missing = ("upperdir", "workdir") if config.work is None else ("workdir", "upperdir")
+        raise ConfigError(f"{given} given without {missing}: pass both, or neither for a read-only mount")
+    lowers = [_check_dir("lowerdir", d) for d in config.lowers]
+    upper = _check_dir("upperdir", config.upper) if config.upper else None
+    work = _check_dir("workdir", config.work) if config.work else None
+    if not os.path.exists(config.mountpoint):
+        raise ConfigError(f"mount point '{config.mountpoint}' does not exist: create it (mkdir -p) first")
+    if not os.path.isdir(config.mountpoint):
+        raise ConfigError(f"mount point '{config.mountpoint}' is not a directory: give an empty directory")
+    mountpoint = os.path.realpath(config.mountpoint)
+    for lower in lowers:
+        if upper and (_inside(upper, lower) or _inside(lower, upper)):
+            raise ConfigError(f"upperdir '{upper}' and lowerdir '{lower}' overlap: keep the upper outside "
+                              "every lower layer")
+    for layer in [*lowers, *([upper, work] if upper and work else [])]:
+        if _inside(mountpoint, layer):
+            raise ConfigError(f"mount point '{mountpoint}' is inside layer '{layer}': mount elsewhere")
+    if upper and work:
+        if os.stat(upper).st_dev != os.stat(work).st_dev:
+            raise ConfigError(f"workdir '{work}' is on another filesystem than upperdir '{upper}': put both on "
+                              "one filesystem")
+        if _inside(work, upper) or _inside(upper, work):
+            raise ConfigError(f"workdir '{work}' and upperdir '{upper}' overlap: use two separate directories")
+        foreign = sorted(set(os.listdir(work)) - {WORK_SUBDIR})
+        if foreign:
+            raise ConfigError(f"workdir '{work}' holds files that are not ours ({', '.join(foreign[:3])}): "
+                              "give an empty directory")
+        if not os.access(upper, os.W_OK) or not os.access(work, os.W_OK):
+            raise ConfigError(f"upperdir '{upper}' or workdir '{work}' is not writable by you: fix its owner")
+    if mountpoint in mounted_points():
+        raise ConfigError(f"'{mountpoint}' is already a mount point: unmount it first (unionfs umount "
+                          f"{mountpoint})")
+    check_fuse_device()
+    config.lowers, config.upper, config.work, config.mountpoint = lowers, upper, work, mountpoint
+    return config

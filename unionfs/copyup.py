@@ -1,0 +1,304 @@
+"""Everything that writes into the upper layer: copy-up, whiteouts, opaque markers, placing new entries.
+
+Every new upper entry is built under the work dir (same filesystem as the upper) and renamed into place, so
+a crash leaves the old state or the new one, never half a file. Directories are copied up parents first, each
+with its own metadata.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import shutil
+import stat
+from collections.abc import Callable
+
+from .layers import Layer, Path, lstat_at
+from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from .tree import Node, Tree
+from .whiteout import (
+    OPAQUE_MARKER,
+    OPAQUE_XATTRS,
+    OVERRIDE_STAT,
+    TRUSTED_OPAQUE,
+    USER_OPAQUE,
+    WhiteoutForm,
+    is_internal_xattr,
+    whiteout_name,
+)
+
+WORK_SUBDIR = "unionfs"
+COPY_CHUNK = 1 << 30
+
+#: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
+AliasHook = Callable[[os.stat_result, Node], None]
+#: Called with the stat of every entry created afresh in the upper (its inode number may be a reused one).
+FreshHook = Callable[[os.stat_result], None]
+
+
+def proc_path(dirfd: int, name: str | None = None) -> str:
+    """A path naming `name` inside an open directory without walking the layer from its root again."""
+    return f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+
+
+def copy_xattrs(src: str, dst: str) -> None:
+    """Copy the xattrs a user set (and ownership records) from src to dst; union-internal ones stay behind."""
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if is_internal_xattr(name) and name != OVERRIDE_STAT:
+            continue
+        try:
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+                raise
+
+
+def copy_data(src_fd: int, dst_fd: int) -> None:
+    while True:
+        try:
+            if os.copy_file_range(src_fd, dst_fd, COPY_CHUNK) == 0:
+                return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            break
+    while chunk := os.read(src_fd, 1 << 20):
+        os.write(dst_fd, chunk)
+
+
+class Upper:
+    """The writable top layer and its work dir."""
+
+    def __init__(
+        self,
+        tree: Tree,
+        work_path: str,
+        form: WhiteoutForm,
+        opaque_xattr: str,
+        fsync: bool,
+    ) -> None:
+        self.tree = tree
+        self.layer: Layer = tree.layers[0]
+        self.form = form
+        self.opaque_xattr = opaque_xattr
+        self.fsync = fsync
+        self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
+        self._names = itertools.count()
+        self.alias: AliasHook = lambda st, node: None
+        self.fresh: FreshHook = lambda st: None
+
+    def close(self) -> None:
+        os.close(self.work_fd)
+
+    # -- small helpers ---------------------------------------------------------------------------------------
+
+    def tmpname(self) -> str:
+        return f"#{os.getpid()}.{next(self._names)}"
+
+    def dirfd(self, path: Path) -> int:
+        return self.layer.dirfd(path)
+
+    def _set_meta(self, dirfd: int, name: str, st: os.stat_result, src: str | None) -> None:
+        """Give dirfd/name the owner, mode, xattrs and times of `st` (read from `src`)."""
+        target = proc_path(dirfd, name)
+        if os.geteuid() == 0:
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dirfd, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, stat.S_IMODE(st.st_mode))
+        if src is not None:
+            copy_xattrs(src, target)
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
+
+    def _sync(self, fd: int) -> None:
+        if self.fsync:
+            os.fsync(fd)
+
+    # -- copy-up -----------------------------------------------------------------------------------------------
+
+    def ensure_dir(self, node: Node) -> int:
+        """Make directory `node` exist in the upper (parents first); return its borrowed upper fd."""
+        if node.layers and node.layers[0] == 0:
+            return self.dirfd(node.path)
+        parent = self.tree.resolve(node.path[:-1])
+        if parent is None:
+            raise OSError(errno.ENOENT, "parent vanished")
+        parent_fd = self.ensure_dir(parent)
+        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        tmp = self.tmpname()
+        os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
+        self._set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
+        renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
+        self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
+        return self.dirfd(node.path)
+
+    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, data: bool) -> None:
+        """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name)."""
+        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        st = node.st
+        if stat.S_ISREG(st.st_mode):
+            fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+            try:
+                if data:
+                    src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+                    try:
+                        copy_data(src, fd)
+                    finally:
+                        os.close(src)
+                self._sync(fd)
+            finally:
+                os.close(fd)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(node.name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+        else:
+            os.mknod(dst_name, st.st_mode, st.st_rdev, dir_fd=dst_dir)
+        self._set_meta(dst_dir, dst_name, st, proc_path(src_dir, node.name))
+
+    def copy_up(self, node: Node, data: bool = True) -> None:
+        """Bring `node` into the upper at its own path, keeping data (unless `data` is False) and metadata."""
+        if node.layer == 0:
+            return
+        if node.is_dir:
+            self.ensure_dir(node)
+            return
+        parent = self.tree.resolve(node.path[:-1])
+        if parent is None:
+            raise OSError(errno.ENOENT, "parent vanished")
+        parent_fd = self.ensure_dir(parent)
+        tmp = self.tmpname()
+        self._copy_nondir(node, self.work_fd, tmp, data)
+        renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
+        self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
+
+    def copy_tree(self, node: Node) -> str:
+        """A full copy of the merged directory `node` under the work dir; returns its name there."""
+        tmp = self.tmpname()
+        self._copy_dir_into(node, self.work_fd, tmp)
+        return tmp
+
+    def _copy_dir_into(self, node: Node, dst_dir: int, name: str) -> None:
+        os.mkdir(name, 0o700, dir_fd=dst_dir)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
+        try:
+            for child in self.tree.children(node):
+                if child.is_dir:
+                    self._copy_dir_into(child, fd, child.name)
+                elif child.layer == 0:
+                    # an upper file moves by a second link: no copy, same inode, the original stays until
+                    # the move is complete
+                    os.link(child.name, child.name, src_dir_fd=self.dirfd(node.path), dst_dir_fd=fd,
+                            follow_symlinks=False)
+                else:
+                    self._copy_nondir(child, fd, child.name, True)
+                    self.alias(os.stat(child.name, dir_fd=fd, follow_symlinks=False), child)
+        finally:
+            os.close(fd)
+        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1]) if node.path else None
+        src = proc_path(src_dir, node.name) if src_dir is not None else None
+        self._set_meta(dst_dir, name, node.st, src)
+        self.alias(os.stat(name, dir_fd=dst_dir, follow_symlinks=False), node)
+
+    # -- whiteouts and opaque markers -------------------------------------------------------------------------
+
+    def make_whiteout(self, dirfd: int, name: str) -> None:
+        """Hide `name` of the layers below; whatever non-directory the upper has at `name` is replaced."""
+        if self.form is WhiteoutForm.CHARDEV:
+            tmp = self.tmpname()
+            os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.work_fd)
+            os.rename(tmp, name, src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
+            return
+        tmp = self.tmpname()
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self.work_fd))
+        os.rename(tmp, whiteout_name(name), src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
+        if lstat_at(dirfd, name) is not None:
+            os.unlink(name, dir_fd=dirfd)
+
+    def make_opaque(self, dirfd: int, name: str) -> None:
+        if self.form is WhiteoutForm.CHARDEV:
+            os.setxattr(proc_path(dirfd, name), self.opaque_xattr, b"y", follow_symlinks=False)
+        else:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            try:
+                os.close(os.open(OPAQUE_MARKER, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=fd))
+            finally:
+                os.close(fd)
+
+    def remove_entry(self, dirfd: int, name: str, whiteout: bool) -> None:
+        """Take upper entry dirfd/name (a directory: its merged content already gone or moved) out of the
+        view in one step, leaving a whiteout when the layers below have the name."""
+        if whiteout and self.form is WhiteoutForm.CHARDEV:
+            tmp = self.tmpname()
+            os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.work_fd)
+            renameat2(self.work_fd, tmp, dirfd, name, RENAME_EXCHANGE)
+        else:
+            if whiteout:
+                tmp = self.tmpname()
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=self.work_fd))
+                os.rename(tmp, whiteout_name(name), src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
+            tmp = self.tmpname()
+            os.rename(name, tmp, src_dir_fd=dirfd, dst_dir_fd=self.work_fd)
+        self.layer.flush()
+        self.discard(tmp)
+
+    def discard(self, name: str) -> None:
+        """Remove work-dir entry `name` (a file or a whole tree)."""
+        st = lstat_at(self.work_fd, name)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(proc_path(self.work_fd, name))
+        else:
+            os.unlink(name, dir_fd=self.work_fd)
+
+    def place(self, src_fd: int, src: str, dirfd: int, name: str, is_dir: bool) -> bool:
+        """Move src_fd/src to dirfd/name, replacing a whiteout or an empty (merged) upper directory there.
+
+        Returns True when something was displaced: it is then left at src_fd/src for the caller to remove.
+        """
+        existing = lstat_at(dirfd, name)
+        displaced = existing is not None and (is_dir or stat.S_ISDIR(existing.st_mode))
+        if displaced:
+            renameat2(src_fd, src, dirfd, name, RENAME_EXCHANGE)
+            self.layer.flush()
+        else:
+            os.rename(src, name, src_dir_fd=src_fd, dst_dir_fd=dirfd)
+        if lstat_at(dirfd, whiteout_name(name)) is not None:
+            os.unlink(whiteout_name(name), dir_fd=dirfd)
+        return displaced
+
+    def place_new(self, tmp: str, dirfd: int, name: str, is_dir: bool) -> None:
+        """Move work-dir entry `tmp` into place; whatever it displaces is removed."""
+        if self.place(self.work_fd, tmp, dirfd, name, is_dir):
+            self.discard(tmp)
+
+def opaque_xattr_for(work_fd: int) -> str:
+    """The opaque xattr this process may write: the kernel's trusted one when privileged, else user.*."""
+    probe = f"#probe.{os.getpid()}"
+    os.mkdir(probe, 0o700, dir_fd=work_fd)
+    try:
+        for attr in (TRUSTED_OPAQUE, USER_OPAQUE):
+            try:
+                os.setxattr(proc_path(work_fd, probe), attr, b"y")
+                return attr
+            except OSError:
+                continue
+        return USER_OPAQUE
+    finally:
+        os.rmdir(probe, dir_fd=work_fd)
+
+
+def chardev_whiteouts_allowed(work_fd: int) -> bool:
+    probe = f"#probe.{os.getpid()}"
+    try:
+        os.mknod(probe, stat.S_IFCHR, 0, dir_fd=work_fd)
+    except OSError:
+        return False
+    os.unlink(probe, dir_fd=work_fd)
+    return True
+
+
+__all__ = ["OPAQUE_XATTRS", "Upper", "chardev_whiteouts_allowed", "opaque_xattr_for", "proc_path"]

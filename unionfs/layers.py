@@ -1,0 +1,177 @@
+"""A layer: one directory of the union, opened as an fd and only ever walked with *at(dirfd, name, O_NOFOLLOW).
+
+A symlink inside a layer is data, never a path to follow: `etc -> /etc` in an image must not lead the daemon
+into the host's /etc. Directory fds are cached (bounded, LRU) and lent to callers, who must use them at once and
+never close them; the cache is flushed when the upper's directory tree is reshaped (rmdir, rename).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import OrderedDict
+
+from .whiteout import OPAQUE_MARKER, OPAQUE_XATTRS, is_chardev_whiteout, whited_out_target
+
+Path = tuple[str, ...]
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FD_CACHE_SIZE = 256
+LISTING_CACHE_SIZE = 4096
+
+
+class DirView:
+    """What one layer holds in one directory: real entries, whiteouts and the opaque flag."""
+
+    __slots__ = ("entries", "opaque", "whiteouts")
+
+    def __init__(self, entries: dict[str, os.stat_result], whiteouts: set[str], opaque: bool) -> None:
+        self.entries = entries
+        self.whiteouts = whiteouts
+        self.opaque = opaque
+
+    def entry(self, name: str) -> os.stat_result | None:
+        return self.entries.get(name)
+
+    def whited(self, name: str) -> bool:
+        return name in self.whiteouts
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+
+class LiveDirView(DirView):
+    """A view of a writable directory that asks the disk on every call (the upper changes under us)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        super().__init__({}, set(), is_opaque(fd))
+        self.fd = fd
+
+    def entry(self, name: str) -> os.stat_result | None:
+        st = lstat_at(self.fd, name)
+        if st is None or is_chardev_whiteout(st.st_mode, st.st_rdev):
+            return None
+        return st
+
+    def whited(self, name: str) -> bool:
+        st = lstat_at(self.fd, name)
+        if st is not None and is_chardev_whiteout(st.st_mode, st.st_rdev):
+            return True
+        return lstat_at(self.fd, ".wh." + name) is not None
+
+    def names(self) -> list[str]:
+        return read_view(self.fd).names()
+
+
+def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def is_opaque(dirfd: int) -> bool:
+    for attr in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(dirfd, attr) == b"y":
+                return True
+        except OSError:
+            pass
+    return lstat_at(dirfd, OPAQUE_MARKER) is not None
+
+
+def read_view(dirfd: int) -> DirView:
+    """List a layer directory once: stat every entry, sort out whiteouts and markers."""
+    entries: dict[str, os.stat_result] = {}
+    whiteouts: set[str] = set()
+    opaque = False
+    for name in os.listdir(dirfd):
+        if name == OPAQUE_MARKER:
+            opaque = True
+            continue
+        if name.startswith(".wh."):
+            target = whited_out_target(name)
+            if target is not None:
+                whiteouts.add(target)
+            continue
+        st = lstat_at(dirfd, name)
+        if st is None:
+            continue
+        if is_chardev_whiteout(st.st_mode, st.st_rdev):
+            whiteouts.add(name)
+        else:
+            entries[name] = st
+    return DirView(entries, whiteouts, opaque or is_opaque(dirfd))
+
+
+class Layer:
+    """One directory of the union. Index 0 is the top; the upper, when there is one, is index 0."""
+
+    def __init__(self, path: str, index: int, writable: bool) -> None:
+        self.path = path
+        self.index = index
+        self.writable = writable
+        self.root_fd = os.open(path, DIR_FLAGS)
+        self.dev = os.fstat(self.root_fd).st_dev
+        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._views: OrderedDict[Path, DirView | None] = OrderedDict()
+
+    def dirfd(self, path: Path) -> int:
+        """A borrowed fd of directory `path` in this layer; raises OSError when it is not a directory here."""
+        if not path:
+            return self.root_fd
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        parent = self.dirfd(path[:-1])
+        fd = os.open(path[-1], DIR_FLAGS, dir_fd=parent)
+        self._fds[path] = fd
+        if len(self._fds) > FD_CACHE_SIZE:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def view(self, path: Path) -> DirView | None:
+        """The directory `path` as this layer has it, or None when it has no directory there."""
+        if self.writable:
+            try:
+                return LiveDirView(self.dirfd(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return None
+                raise
+        if path in self._views:
+            self._views.move_to_end(path)
+            return self._views[path]
+        try:
+            view: DirView | None = read_view(self.dirfd(path))
+        except (FileNotFoundError, NotADirectoryError):
+            view = None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            view = None
+        self._views[path] = view
+        if len(self._views) > LISTING_CACHE_SIZE:
+            self._views.popitem(last=False)
+        return view
+
+    def flush(self) -> None:
+        """Forget cached directory fds: call after a directory of this layer moved or vanished."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self.root_fd)
+
+
+def is_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)

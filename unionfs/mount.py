@@ -1,0 +1,121 @@
+"""Mount lifecycle: build the filesystem from a checked config, serve it with trio, unmount cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable
+
+import pyfuse3
+import trio
+
+from .config import MountConfig
+from .copyup import WORK_SUBDIR, Upper, chardev_whiteouts_allowed, opaque_xattr_for
+from .layers import Layer
+from .ops import Timeouts, UnionOperations
+from .tree import Tree
+from .union import UnionFS
+from .whiteout import WhiteoutForm
+
+log = logging.getLogger("unionfs")
+
+
+def prepare_work(work: str) -> None:
+    """Our staging area inside the work dir, emptied of whatever a crash left behind."""
+    ours = os.path.join(work, WORK_SUBDIR)
+    if os.path.isdir(ours):
+        shutil.rmtree(ours)
+    os.mkdir(ours, 0o700)
+
+
+def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
+    """Open every layer and the work dir; returns the filesystem and a function that closes it all."""
+    old_umask = os.umask(0)  # modes are set explicitly; the caller's umask was applied by the kernel
+    layers: list[Layer] = []
+    upper: Upper | None = None
+    try:
+        if config.upper and config.work:
+            layers.append(Layer(config.upper, 0, writable=True))
+        for path in config.lowers:
+            layers.append(Layer(path, len(layers), writable=False))
+        tree = Tree(layers)
+        if config.upper and config.work:
+            prepare_work(config.work)
+            work_fd = os.open(os.path.join(config.work, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if config.whiteout == "auto":
+                    form = WhiteoutForm.CHARDEV if chardev_whiteouts_allowed(work_fd) else WhiteoutForm.FILE
+                else:
+                    form = WhiteoutForm(config.whiteout)
+                opaque = opaque_xattr_for(work_fd)
+            finally:
+                os.close(work_fd)
+            upper = Upper(tree, config.work, form, opaque, config.fsync)
+    except BaseException:
+        for layer in layers:
+            layer.close()
+        os.umask(old_umask)
+        raise
+
+    def close() -> None:
+        if upper is not None:
+            upper.close()
+        for layer in layers:
+            layer.close()
+
+    return UnionFS(tree, upper), close
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    options = {"fsname=unionfs", "subtype=unionfs", "default_permissions"}
+    if config.allow_other:
+        options.add("allow_other")
+    if config.read_only or config.upper is None:
+        options.add("ro")
+    return options
+
+
+def timeouts(config: MountConfig) -> Timeouts:
+    if config.timeout is not None:
+        return Timeouts(config.timeout, config.timeout, config.timeout)
+    if config.upper is None:
+        return Timeouts(3600.0, 3600.0, 3600.0)
+    return Timeouts(lower=300.0, upper=1.0, negative=1.0)
+
+
+async def _serve() -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async for signum in signals:
+                    log.info("signal %d: unmounting", signum)
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def serve(config: MountConfig, ready: Callable[[], None]) -> None:
+    """Mount, call `ready` once the mount exists, serve until unmounted or signalled, then clean up."""
+    fs, close = build(config)
+    ops = UnionOperations(fs, timeouts(config))
+    try:
+        pyfuse3.init(ops, config.mountpoint, fuse_options(config))
+    except BaseException:
+        close()
+        raise
+    unmounted = False
+    try:
+        ready()
+        trio.run(_serve)
+        pyfuse3.close(unmount=True)
+        unmounted = True
+    finally:
+        if not unmounted:
+            pyfuse3.close(unmount=True)
+        close()

@@ -1,0 +1,363 @@
+"""The pyfuse3 Operations: a thin mapping of FUSE requests onto UnionFS. The only module raising FUSEError."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from .inodes import ROOT_INODE, InodeTable
+from .tree import Node
+from .union import Owner, UnionFS
+
+log = logging.getLogger("unionfs")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Let only FUSEError leave a handler: OSError keeps its errno, anything else is a bug answered EIO."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = await func(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s%r -> %s", func.__name__, args[1:], errno.errorcode.get(exc.errno or 0, exc.errno))
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("internal error in %s%r", func.__name__, args[1:])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s%r -> ok", func.__name__, args[1:])
+        return result
+
+    return wrapper
+
+
+@dataclass(slots=True)
+class FileHandle:
+    nodeid: int
+    fd: int
+    lower: bool  # reading a lower layer's file: must follow the file when it is copied up
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    lower: float  # entries and attributes that live only in read-only layers
+    upper: float
+    negative: float
+
+
+class UnionOperations(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(self, fs: UnionFS, timeouts: Timeouts) -> None:
+        super().__init__()
+        self.fs = fs
+        self.timeouts = timeouts
+        self.inodes = InodeTable()
+        self._files: dict[int, FileHandle] = {}
+        self._dirs: dict[int, tuple[int, Node, list[Node]]] = {}
+        self._next_fh = 1
+        self._copied: set[int] = set()
+        if fs.upper is not None:
+            fs.upper.alias = self._on_alias
+            fs.upper.fresh = self.inodes.fresh
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _on_alias(self, upper_st: os.stat_result, node: Node) -> None:
+        nodeid = self.inodes.nodeid(node)
+        self.inodes.alias(upper_st, nodeid)
+        self._copied.add(nodeid)
+
+    def _follow_copy_ups(self) -> None:
+        """Point read-only fds of files just copied up at their upper copies: one view of each file."""
+        if not self._copied:
+            return
+        copied, self._copied = self._copied, set()
+        for handle in self._files.values():
+            if handle.lower and handle.nodeid in copied:
+                try:
+                    fd = self.fs.reopen_from_upper(self.fs.resolve(self.inodes.path(handle.nodeid)), os.O_RDONLY)
+                except OSError:
+                    continue
+                if fd is not None:
+                    os.close(handle.fd)
+                    handle.fd, handle.lower = fd, False
+
+    def _node(self, nodeid: int) -> Node:
+        return self.fs.resolve(self.inodes.path(nodeid))
+
+    def _new_fh(self) -> int:
+        self._next_fh += 1
+        return self._next_fh
+
+    def _attrs(self, st: os.stat_result, nodeid: int, node: Node | None) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = nodeid
+        attr.generation = 0
+        attr.st_mode = st.st_mode
+        # a merged directory's link count is unknowable cheaply; 1 tells find(1) not to rely on it
+        attr.st_nlink = 1 if node is not None and len(node.layers) > 1 else st.st_nlink
+        attr.st_uid = st.st_uid
+        attr.st_gid = st.st_gid
+        attr.st_rdev = st.st_rdev
+        attr.st_size = st.st_size
+        attr.st_blksize = st.st_blksize
+        attr.st_blocks = st.st_blocks
+        attr.st_atime_ns = st.st_atime_ns
+        attr.st_mtime_ns = st.st_mtime_ns
+        attr.st_ctime_ns = st.st_ctime_ns
+        timeout = self.timeouts.upper if node is None or node.layer == 0 else self.timeouts.lower
+        attr.entry_timeout = timeout
+        attr.attr_timeout = timeout
+        return attr
+
+    def _entry(self, node: Node, parent: int) -> pyfuse3.EntryAttributes:
+        nodeid = self.inodes.nodeid(node)
+        attr = self._attrs(node.st, nodeid, node)
+        self.inodes.remember(nodeid, parent, node.name)
+        return attr
+
+    def _child(self, parent: int, name: bytes) -> tuple[Node, str]:
+        return self._node(parent), os.fsdecode(name)
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    @translate
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent_node, child = self._child(parent_inode, name)
+        node = self.fs.tree.lookup(parent_node, child) if parent_node.is_dir else None
+        if node is None:
+            negative = pyfuse3.EntryAttributes()
+            negative.st_ino = 0
+            negative.entry_timeout = self.timeouts.negative
+            return negative
+        return self._entry(node, parent_inode)
+
+    @translate
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for nodeid, count in inode_list:
+            self.inodes.forget(nodeid, count)
+
+    @translate
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        try:
+            node = self._node(inode)
+        except OSError:
+            for handle in self._files.values():  # an open file whose last name is gone
+                if handle.nodeid == inode:
+                    return self._attrs(os.fstat(handle.fd), inode, None)
+            raise
+        return self._attrs(node.st, inode, node)
+
+    @translate
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return os.fsencode(self.fs.readlink(self._node(inode)))
+
+    @translate
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        fd, node = self.fs.open(self._node(inode), flags)
+        self._follow_copy_ups()
+        fh = self._new_fh()
+        lower = node.layer != 0 or self.fs.upper is None
+        self._files[fh] = FileHandle(inode, fd, lower)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=lower)
+
+    @translate
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return os.pread(self._files[fh].fd, size, off)
+
+    @translate
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return os.pwrite(self._files[fh].fd, buf, off)
+
+    @translate
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @translate
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh)
+        os.close(handle.fd)
+
+    @translate
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        fd = self._files[fh].fd
+        if datasync:
+            os.fdatasync(fd)
+        else:
+            os.fsync(fd)
+
+    @translate
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        node = self._node(inode)
+        children = self.fs.children(node)
+        fh = self._new_fh()
+        self._dirs[fh] = (inode, node, children)
+        return fh
+
+    @translate
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        inode, node, children = self._dirs[fh]
+        if start_id == 0:  # "." and "..", as a local filesystem lists them (no lookup count for them)
+            if not pyfuse3.readdir_reply(token, b".", self._attrs(node.st, inode, node), 1):
+                return
+            start_id = 1
+        if start_id == 1:
+            if not pyfuse3.readdir_reply(token, b"..", self._parent_attrs(inode), 2):
+                return
+            start_id = 2
+        for index in range(start_id - 2, len(children)):
+            child = children[index]
+            nodeid = self.inodes.nodeid(child)
+            attr = self._attrs(child.st, nodeid, child)
+            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attr, index + 3):
+                return
+            self.inodes.remember(nodeid, inode, child.name)
+
+    def _parent_attrs(self, inode: int) -> pyfuse3.EntryAttributes:
+        path = self.inodes.path(inode)
+        parent = self.fs.resolve(path[:-1])
+        return self._attrs(parent.st, self.inodes.nodeid(parent), parent)
+
+    @translate
+    async def releasedir(self, fh: int) -> None:
+        del self._dirs[fh]
+
+    @translate
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @translate
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = self.fs.statvfs()
+        data = pyfuse3.StatvfsData()
+        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
+            setattr(data, field, getattr(st, field))
+        data.f_namemax = st.f_namemax
+        return data
+
+    @translate
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        self._node(inode)
+        return True
+
+    @translate
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return self.fs.getxattr(self._node(inode), os.fsdecode(name))
+
+    @translate
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [os.fsencode(n) for n in self.fs.listxattr(self._node(inode))]
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    @translate
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.fs.setxattr(self._node(inode), os.fsdecode(name), value)
+        self._follow_copy_ups()
+
+    @translate
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.fs.removexattr(self._node(inode), os.fsdecode(name))
+        self._follow_copy_ups()
+
+    @translate
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        handle = self._files.get(fh) if fh is not None else None
+        node = self.fs.setattr(
+            self._node(inode),
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            times_ns=(
+                attr.st_atime_ns if fields.update_atime else None,
+                attr.st_mtime_ns if fields.update_mtime else None,
+            ),
+            fd=handle.fd if handle is not None and not handle.lower else None,
+        )
+        self._follow_copy_ups()
+        return self._attrs(node.st, inode, node)
+
+    @translate
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        parent, child = self._child(parent_inode, name)
+        fd, node = self.fs.create(parent, child, mode, flags, Owner(ctx.uid, ctx.gid))
+        fh = self._new_fh()
+        attr = self._entry(node, parent_inode)
+        self._files[fh] = FileHandle(attr.st_ino, fd, False)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False), attr
+
+    @translate
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent, child = self._child(parent_inode, name)
+        return self._entry(self.fs.mkdir(parent, child, mode, Owner(ctx.uid, ctx.gid)), parent_inode)
+
+    @translate
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent, child = self._child(parent_inode, name)
+        return self._entry(self.fs.mknod(parent, child, mode, rdev, Owner(ctx.uid, ctx.gid)), parent_inode)
+
+    @translate
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent, child = self._child(parent_inode, name)
+        node = self.fs.symlink(parent, child, os.fsdecode(target), Owner(ctx.uid, ctx.gid))
+        return self._entry(node, parent_inode)
+
+    @translate
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        parent, child = self._child(new_parent_inode, new_name)
+        node = self.fs.link(self._node(inode), parent, child)
+        self._follow_copy_ups()
+        return self._entry(node, new_parent_inode)
+
+    @translate
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent, child = self._child(parent_inode, name)
+        node = self.fs.lookup(parent, child)
+        self.fs.unlink(parent, child)
+        if node.st.st_nlink <= 1:
+            self.inodes.unlinked(self.inodes.nodeid(node))
+
+    @translate
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        parent, child = self._child(parent_inode, name)
+        node = self.fs.lookup(parent, child)
+        self.fs.rmdir(parent, child)
+        self.inodes.unlinked(self.inodes.nodeid(node))
+
+    @translate
+    async def rename(
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
+    ) -> None:
+        old_parent, old = self._child(parent_inode_old, name_old)
+        new_parent, new = self._child(parent_inode_new, name_new)
+        src = self.fs.lookup(old_parent, old)
+        src_id = self.inodes.nodeid(src)
+        dst = self.fs.tree.lookup(new_parent, new)
+        self.fs.rename(old_parent, old, new_parent, new, flags)
+        if dst is not None:
+            dst_id = self.inodes.nodeid(dst)
+            if dst_id != src_id and (dst.is_dir or dst.st.st_nlink <= 1):
+                self.inodes.unlinked(dst_id)
+        self.inodes.moved(src_id, parent_inode_new, new)
+        self._follow_copy_ups()
+
+
+__all__ = ["ROOT_INODE", "Timeouts", "UnionOperations"]

@@ -1,0 +1,128 @@
+"""Union resolution: a path looked up through the layers, and a directory's merged listing. No FUSE here.
+
+A name resolves to the first layer, from the top, that has it; a whiteout in a layer hides the name in every
+layer below. A directory merges with directories of the same name below it until a layer marks it opaque or
+holds a non-directory there. Whiteouts and markers never appear in the result.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from .layers import DirView, Layer, Path
+from .whiteout import is_whiteout_name
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One entry of the merged view."""
+
+    path: Path
+    layer: int  # index of the layer holding the entry shown
+    st: os.stat_result  # its lstat there (fresh at resolution time)
+    layers: tuple[int, ...]  # directories: the layers merged, top first; others: (layer,)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def name(self) -> str:
+        return self.path[-1] if self.path else ""
+
+
+class Tree:
+    """The merged view of `layers` (top first). When `writable`, layers[0] is the upper."""
+
+    def __init__(self, layers: list[Layer]) -> None:
+        self.layers = layers
+        self.writable = bool(layers) and layers[0].writable
+
+    def root(self) -> Node:
+        contributing: list[int] = []
+        for layer in self.layers:
+            view = layer.view(())
+            if view is None:
+                continue
+            contributing.append(layer.index)
+            if view.opaque:
+                break
+        top = contributing[0]
+        return Node((), top, os.fstat(self.layers[top].root_fd), tuple(contributing))
+
+    def lookup(self, parent: Node, name: str, *, below_upper: bool = False) -> Node | None:
+        """The child `name` of directory `parent`, or None. With below_upper, ignore the upper layer."""
+        if is_whiteout_name(name):
+            return None
+        path = (*parent.path, name)
+        found: tuple[int, os.stat_result] | None = None
+        merged: list[int] = []
+        for index in parent.layers:
+            if below_upper and index == 0 and self.writable:
+                continue
+            view = self.layers[index].view(parent.path)
+            if view is None:
+                continue
+            st = view.entry(name)
+            if st is not None:
+                if found is None:
+                    found = (index, st)
+                    merged.append(index)
+                    if not stat.S_ISDIR(st.st_mode) or self._child_opaque(index, path):
+                        break
+                elif stat.S_ISDIR(st.st_mode):
+                    merged.append(index)
+                    if self._child_opaque(index, path):
+                        break
+                else:
+                    break
+            if view.whited(name):
+                break
+        if found is None:
+            return None
+        return Node(path, found[0], found[1], tuple(merged))
+
+    def _child_opaque(self, index: int, path: Path) -> bool:
+        view = self.layers[index].view(path)
+        return view is not None and view.opaque
+
+    def resolve(self, path: Path) -> Node | None:
+        node: Node | None = self.root()
+        for name in path:
+            if node is None or not node.is_dir:
+                return None
+            node = self.lookup(node, name)
+        return node
+
+    def views(self, node: Node) -> list[DirView]:
+        result = []
+        for index in node.layers:
+            view = self.layers[index].view(node.path)
+            if view is not None:
+                result.append(view)
+        return result
+
+    def children(self, node: Node) -> list[Node]:
+        """The merged listing of directory `node`, sorted by name (a stable order for readdir)."""
+        names: set[str] = set()
+        for view in self.views(node):
+            names.update(view.names())
+        result = []
+        for name in sorted(names):
+            child = self.lookup(node, name)
+            if child is not None:
+                result.append(child)
+        return result
+
+    def is_empty(self, node: Node) -> bool:
+        for view in self.views(node):
+            for name in view.names():
+                if self.lookup(node, name) is not None:
+                    return False
+        return True
+
+    def lower_has(self, parent: Node, name: str) -> bool:
+        """Whether a layer below the upper shows `name` in `parent`: removing it then needs a whiteout."""
+        return self.lookup(parent, name, below_upper=True) is not None

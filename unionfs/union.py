@@ -1,0 +1,352 @@
+"""The union filesystem's operations on the merged view, in terms of paths and Nodes. No pyfuse3 here.
+
+ops.py maps FUSE requests (inode numbers, file handles) onto these methods; everything here raises OSError /
+UnionError with the errno the caller should see.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .copyup import Upper, proc_path
+from .errors import UnionError
+from .layers import Path
+from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
+from .tree import Node, Tree
+from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
+
+NAME_MAX = 255
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+PASS_FLAGS = os.O_ACCMODE | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOATIME | os.O_TRUNC
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who asks for a new entry: its owner unless the parent directory says otherwise (setgid)."""
+
+    uid: int
+    gid: int
+
+
+def check_name(name: str) -> None:
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise UnionError(errno.ENAMETOOLONG)
+    if is_whiteout_name(name):
+        raise UnionError(errno.EINVAL, f"{name!r} is reserved for whiteouts")
+
+
+class UnionFS:
+    def __init__(self, tree: Tree, upper: Upper | None) -> None:
+        self.tree = tree
+        self.upper = upper
+        self.is_root = os.geteuid() == 0
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def resolve(self, path: Path) -> Node:
+        node = self.tree.resolve(path)
+        if node is None:
+            raise UnionError(errno.ENOENT)
+        return node
+
+    def lookup(self, parent: Node, name: str) -> Node:
+        if not parent.is_dir:
+            raise UnionError(errno.ENOTDIR)
+        node = self.tree.lookup(parent, name)
+        if node is None:
+            raise UnionError(errno.ENOENT)
+        return node
+
+    def _dirfd(self, node: Node) -> int:
+        """A borrowed fd of the directory holding `node` in its layer."""
+        return self.tree.layers[node.layer].dirfd(node.path[:-1])
+
+    def location(self, node: Node) -> str:
+        """A /proc path naming `node` in its layer (the final component is not followed by *at users)."""
+        layer = self.tree.layers[node.layer]
+        if not node.path:
+            return proc_path(layer.root_fd)
+        return proc_path(layer.dirfd(node.path[:-1]), node.name)
+
+    def readlink(self, node: Node) -> str:
+        if not stat.S_ISLNK(node.st.st_mode):
+            raise UnionError(errno.EINVAL)
+        return os.readlink(node.name, dir_fd=self._dirfd(node))
+
+    def open(self, node: Node, flags: int) -> tuple[int, Node]:
+        """Open a file: for writing, copy it up first. Returns the fd and the node as it now is."""
+        if node.is_dir:
+            raise UnionError(errno.EISDIR)
+        writing = bool(flags & (WRITE_FLAGS | os.O_TRUNC))
+        if writing:
+            node = self._copy_up(node, data=not flags & os.O_TRUNC)
+        open_flags = (flags & PASS_FLAGS) | os.O_NOFOLLOW | os.O_CLOEXEC
+        if not writing:
+            open_flags &= ~os.O_NOATIME
+        fd = os.open(node.name, open_flags, dir_fd=self._dirfd(node))
+        return fd, node
+
+    def reopen_from_upper(self, node: Node, flags: int) -> int | None:
+        """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""
+        if node.layer != 0 or self.upper is None:
+            return None
+        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd(node))
+
+    def getxattr(self, node: Node, name: str) -> bytes:
+        if is_internal_xattr(name):
+            raise UnionError(errno.ENODATA)
+        return os.getxattr(self.location(node), name, follow_symlinks=False)
+
+    def listxattr(self, node: Node) -> list[str]:
+        names = os.listxattr(self.location(node), follow_symlinks=False)
+        return [n for n in names if not is_internal_xattr(n)]
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(proc_path(self.tree.layers[0].root_fd))
+
+    def children(self, node: Node) -> list[Node]:
+        if not node.is_dir:
+            raise UnionError(errno.ENOTDIR)
+        return self.tree.children(node)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def _writer(self) -> Upper:
+        if self.upper is None:
+            raise UnionError(errno.EROFS)
+        return self.upper
+
+    def _copy_up(self, node: Node, data: bool = True) -> Node:
+        if node.layer == 0:
+            return node
+        self._writer().copy_up(node, data)
+        return self.resolve(node.path)
+
+    def _owner_for(self, parent: Node, owner: Owner, mode: int) -> tuple[Owner, int]:
+        """Apply the setgid-directory rule: what the kernel would do had we created in place."""
+        if parent.st.st_mode & stat.S_ISGID:
+            owner = Owner(owner.uid, parent.st.st_gid)
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        return owner, mode
+
+    def _new_entry(
+        self,
+        parent: Node,
+        name: str,
+        is_dir: bool,
+        build: Callable[[int, str], None],
+        owner: Owner | None,
+        mode: int,
+    ) -> Node:
+        """Create `name` in `parent`: build it under the work dir, give it its owner and mode, move it in."""
+        upper = self._writer()
+        check_name(name)
+        if not parent.is_dir:
+            raise UnionError(errno.ENOTDIR)
+        if self.tree.lookup(parent, name) is not None:
+            raise UnionError(errno.EEXIST)
+        parent_fd = upper.ensure_dir(parent)
+        opaque = is_dir and self.tree.lower_has(parent, name)
+        tmp = upper.tmpname()
+        build(upper.work_fd, tmp)
+        try:
+            if owner is not None:  # a new inode (not a new name of an existing one)
+                owner, mode = self._owner_for(parent, owner, mode)
+                if self.is_root:
+                    os.chown(tmp, owner.uid, owner.gid, dir_fd=upper.work_fd, follow_symlinks=False)
+                if not stat.S_ISLNK(mode):
+                    os.chmod(proc_path(upper.work_fd, tmp), stat.S_IMODE(mode))
+                upper.fresh(os.stat(tmp, dir_fd=upper.work_fd, follow_symlinks=False))
+            if opaque:
+                upper.make_opaque(upper.work_fd, tmp)
+            upper.place_new(tmp, parent_fd, name, is_dir)
+        except BaseException:
+            upper.discard(tmp)
+            raise
+        return self.resolve((*parent.path, name))
+
+    def create(self, parent: Node, name: str, mode: int, flags: int, owner: Owner) -> tuple[int, Node]:
+        fds: list[int] = []
+
+        def build(work: int, tmp: str) -> None:
+            open_flags = (flags & PASS_FLAGS & ~os.O_ACCMODE) | os.O_RDWR | os.O_CREAT | os.O_EXCL
+            fds.append(os.open(tmp, open_flags | os.O_CLOEXEC, 0o600, dir_fd=work))
+
+        try:
+            node = self._new_entry(parent, name, False, build, owner, stat.S_IFREG | stat.S_IMODE(mode))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds[0], node
+
+    def mkdir(self, parent: Node, name: str, mode: int, owner: Owner) -> Node:
+        return self._new_entry(
+            parent, name, True, lambda work, tmp: os.mkdir(tmp, 0o700, dir_fd=work), owner,
+            stat.S_IFDIR | stat.S_IMODE(mode),
+        )
+
+    def mknod(self, parent: Node, name: str, mode: int, rdev: int, owner: Owner) -> Node:
+        if is_chardev_whiteout(mode, rdev):
+            raise UnionError(errno.EPERM, "a 0/0 character device is a whiteout")
+        return self._new_entry(
+            parent, name, False, lambda work, tmp: os.mknod(tmp, mode, rdev, dir_fd=work), owner, mode
+        )
+
+    def symlink(self, parent: Node, name: str, target: str, owner: Owner) -> Node:
+        return self._new_entry(
+            parent, name, False, lambda work, tmp: os.symlink(target, tmp, dir_fd=work), owner,
+            stat.S_IFLNK | 0o777,
+        )
+
+    def link(self, node: Node, parent: Node, name: str) -> Node:
+        if node.is_dir:
+            raise UnionError(errno.EPERM)
+        node = self._copy_up(node)
+        src_fd = self._dirfd(node)
+
+        def build(work: int, tmp: str) -> None:
+            os.link(node.name, tmp, src_dir_fd=src_fd, dst_dir_fd=work, follow_symlinks=False)
+
+        return self._new_entry(parent, name, False, build, None, node.st.st_mode)
+
+    def unlink(self, parent: Node, name: str) -> None:
+        upper = self._writer()
+        node = self.lookup(parent, name)
+        if node.is_dir:
+            raise UnionError(errno.EISDIR)
+        whiteout = self.tree.lower_has(parent, name)
+        parent_fd = upper.ensure_dir(parent)
+        if whiteout:
+            upper.make_whiteout(parent_fd, name)
+        else:
+            os.unlink(name, dir_fd=parent_fd)
+
+    def rmdir(self, parent: Node, name: str) -> None:
+        upper = self._writer()
+        node = self.lookup(parent, name)
+        if not node.is_dir:
+            raise UnionError(errno.ENOTDIR)
+        if not self.tree.is_empty(node):
+            raise UnionError(errno.ENOTEMPTY)
+        whiteout = self.tree.lower_has(parent, name)
+        parent_fd = upper.ensure_dir(parent)
+        if node.layer == 0:
+            upper.remove_entry(parent_fd, name, whiteout)
+        elif whiteout:
+            upper.make_whiteout(parent_fd, name)
+
+    def rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
+        upper = self._writer()
+        if flags & RENAME_EXCHANGE:
+            raise UnionError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        check_name(new)
+        src = self.lookup(old_parent, old)
+        if not new_parent.is_dir:
+            raise UnionError(errno.ENOTDIR)
+        dst = self.tree.lookup(new_parent, new)
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise UnionError(errno.EEXIST)
+            if src.is_dir and not dst.is_dir:
+                raise UnionError(errno.ENOTDIR)
+            if not src.is_dir and dst.is_dir:
+                raise UnionError(errno.EISDIR)
+            if dst.is_dir and not self.tree.is_empty(dst):
+                raise UnionError(errno.ENOTEMPTY)
+            if (
+                not src.is_dir
+                and (src.layer, src.st.st_ino, src.st.st_dev) == (dst.layer, dst.st.st_ino, dst.st.st_dev)
+            ):
+                return  # two names of one file: POSIX says do nothing
+        src_whiteout = self.tree.lower_has(old_parent, old)
+        if src.is_dir:
+            self._rename_dir(src, old_parent, new_parent, new, src_whiteout)
+            return
+        src = self._copy_up(src)
+        new_fd = upper.ensure_dir(new_parent)
+        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
+        upper.place(old_fd, old, new_fd, new, False)
+        if src_whiteout:
+            upper.make_whiteout(old_fd, old)
+
+    def _rename_dir(self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool) -> None:
+        """Move a directory, merged or not, with no EXDEV: a merged or lower directory is first copied whole
+        into the work dir (upper files by hard link), so the move itself is one rename."""
+        upper = self._writer()
+        new_fd = upper.ensure_dir(new_parent)
+        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
+        opaque = self.tree.lower_has(new_parent, new)
+        if src.layers == (0,):
+            # wholly in the upper: one rename; a displaced empty directory or whiteout lands at the old name
+            if opaque:
+                upper.make_opaque(old_fd, src.name)
+            if upper.place(old_fd, src.name, new_fd, new, True):
+                displaced = os.stat(src.name, dir_fd=old_fd, follow_symlinks=False)
+                if not (src_whiteout and stat.S_ISCHR(displaced.st_mode)):
+                    upper.remove_entry(old_fd, src.name, src_whiteout)
+            elif src_whiteout:
+                upper.make_whiteout(old_fd, src.name)
+            return
+        tmp = upper.copy_tree(src)
+        try:
+            if opaque:
+                upper.make_opaque(upper.work_fd, tmp)
+            upper.place_new(tmp, new_fd, new, True)
+        except BaseException:
+            upper.discard(tmp)
+            raise
+        old_fd = upper.dirfd(old_parent.path)
+        if src.layer == 0:
+            upper.remove_entry(old_fd, src.name, src_whiteout)
+        elif src_whiteout:
+            upper.make_whiteout(old_fd, src.name)
+
+    def setattr(
+        self,
+        node: Node,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        times_ns: tuple[int | None, int | None] = (None, None),
+        fd: int | None = None,
+    ) -> Node:
+        node = self._copy_up(node, data=size != 0)
+        where = self.location(node)
+        if uid is not None or gid is not None:
+            os.chown(where, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
+        if mode is not None and not stat.S_ISLNK(node.st.st_mode):
+            os.chmod(where, stat.S_IMODE(mode))
+        if size is not None:
+            if fd is not None:
+                os.ftruncate(fd, size)
+            else:
+                os.truncate(where, size)
+        atime, mtime = times_ns
+        if atime is not None or mtime is not None:
+            st = os.stat(where, follow_symlinks=False)
+            os.utime(
+                where,
+                ns=(st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime),
+                follow_symlinks=False,
+            )
+        return self.resolve(node.path)
+
+    def setxattr(self, node: Node, name: str, value: bytes) -> None:
+        if is_internal_xattr(name):
+            raise UnionError(errno.EPERM, f"{name} belongs to the union filesystem")
+        node = self._copy_up(node)
+        os.setxattr(self.location(node), name, value, follow_symlinks=False)
+
+    def removexattr(self, node: Node, name: str) -> None:
+        if is_internal_xattr(name):
+            raise UnionError(errno.ENODATA)
+        node = self._copy_up(node)
+        os.removexattr(self.location(node), name, follow_symlinks=False)
