@@ -160,8 +160,14 @@ def fuse_usable() -> str | None:
 class UnionMount:
     """A mount made by the CLI, as a user makes it; `close` unmounts and reaps the daemon whatever happened."""
 
-    def __init__(self, mountpoint: Path, lowers: Sequence[Path], upper: Path | None = None,
-                 work: Path | None = None, options: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        mountpoint: Path,
+        lowers: Sequence[Path],
+        upper: Path | None = None,
+        work: Path | None = None,
+        options: Sequence[str] = (),
+    ) -> None:
         self.mountpoint = mountpoint
         self.args = ["-o", "lowerdir=" + ":".join(map(str, lowers))]
         if upper is not None and work is not None:
@@ -175,8 +181,12 @@ class UnionMount:
     def open(self) -> UnionMount:
         mountpoint = self.mountpoint
         mountpoint.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([*UNIONFS, "mount", *self.args, "--pidfile", str(self.pidfile), "--log",
-                               str(self.log), str(mountpoint)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*UNIONFS, "mount", *self.args, "--pidfile", str(self.pidfile), "--log", str(self.log), str(mountpoint)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if done.returncode != 0:
             raise AssertionError(f"mount failed ({done.returncode}): {done.stderr}")
         self.pid = int(self.pidfile.read_text())
@@ -222,15 +232,17 @@ def reap(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def kernel_overlay(mountpoint: Path, lowers: Sequence[Path], upper: Path | None = None,
-                   work: Path | None = None) -> Iterator[Path]:
+def kernel_overlay(
+    mountpoint: Path, lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None
+) -> Iterator[Path]:
     """Kernel overlayfs over the same layers: the oracle. Raises OSError where it cannot be mounted."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     options = "lowerdir=" + ":".join(map(str, lowers))
     if upper is not None and work is not None:
         options += f",upperdir={upper},workdir={work}"
-    done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(mountpoint)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(mountpoint)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise OSError(f"kernel overlayfs cannot be mounted here: {done.stderr.strip()}")
     try:

@@ -121,8 +121,10 @@ def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     if answer == "ok":
         return
     status = child.wait()
-    die(answer or f"the daemon exited with status {status} before the mount was ready: run with -f --debug "
-        "to see why", 1)
+    die(
+        answer or f"the daemon exited with status {status} before the mount was ready: run with -f --debug to see why",
+        1,
+    )
 
 
 def cmd_mount(argv: Sequence[str], prog: str) -> None:
@@ -161,8 +163,11 @@ def cmd_umount(argv: Sequence[str]) -> None:
         if done.returncode == 0:
             return
         errors.append(done.stderr.strip())
-    die(f"cannot unmount '{point}': {errors[-1] if errors else 'fusermount3 is not installed'}; close what "
-        f"uses it (fuser -m {point}) and try again", 1)
+    die(
+        f"cannot unmount '{point}': {errors[-1] if errors else 'fusermount3 is not installed'}; close what "
+        f"uses it (fuser -m {point}) and try again",
+        1,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -174,8 +179,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
         cmd_mount(args, "unionfs")  # the fuse-overlayfs form that podman's and buildah's mount_program uses
     else:
-        print("usage: unionfs mount -o lowerdir=A:B[,upperdir=U,workdir=W] MOUNTPOINT\n"
-              "       unionfs umount MOUNTPOINT\n"
-              "       unionfs -o OPTIONS MOUNTPOINT            (fuse-overlayfs form)\n"
-              "Run 'unionfs mount --help' for the options.")
+        print(
+            "usage: unionfs mount -o lowerdir=A:B[,upperdir=U,workdir=W] MOUNTPOINT\n"
+            "       unionfs umount MOUNTPOINT\n"
+            "       unionfs -o OPTIONS MOUNTPOINT            (fuse-overlayfs form)\n"
+            "Run 'unionfs mount --help' for the options."
+        )
         sys.exit(0 if args else USAGE_ERROR)

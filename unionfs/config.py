@@ -15,10 +15,42 @@ from .errors import ConfigError
 
 #: Options containers/storage, mount(8) or fuse-overlayfs callers pass that change nothing here.
 IGNORED_OPTIONS = frozenset(
-    {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "strictatime",
-     "lazytime", "nodiratime", "volatile", "userxattr", "default_permissions", "noacl", "auto", "noauto",
-     "context", "fscontext", "defcontext", "rootcontext", "metacopy", "redirect_dir", "index", "xino",
-     "nfs_export", "uuid", "noxattrs", "plugins", "static_nlink", "threaded", "debug_fd"}
+    {
+        "rw",
+        "dev",
+        "nodev",
+        "suid",
+        "nosuid",
+        "exec",
+        "noexec",
+        "atime",
+        "noatime",
+        "relatime",
+        "strictatime",
+        "lazytime",
+        "nodiratime",
+        "volatile",
+        "userxattr",
+        "default_permissions",
+        "noacl",
+        "auto",
+        "noauto",
+        "context",
+        "fscontext",
+        "defcontext",
+        "rootcontext",
+        "metacopy",
+        "redirect_dir",
+        "index",
+        "xino",
+        "nfs_export",
+        "uuid",
+        "noxattrs",
+        "plugins",
+        "static_nlink",
+        "threaded",
+        "debug_fd",
+    }
 )
 WHITEOUT_FORMS = ("auto", "chardev", "file")
 
@@ -138,11 +170,15 @@ def mounted_points() -> set[str]:
 
 def check_fuse_device() -> None:
     if not os.path.exists("/dev/fuse"):
-        raise ConfigError("/dev/fuse does not exist: load the fuse module (modprobe fuse) or, in a container, "
-                          "pass the device in (--device /dev/fuse)")
+        raise ConfigError(
+            "/dev/fuse does not exist: load the fuse module (modprobe fuse) or, in a container, "
+            "pass the device in (--device /dev/fuse)"
+        )
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        raise ConfigError("/dev/fuse is not readable and writable by you: ask an administrator to "
-                          "'chmod 0666 /dev/fuse' (the usual mode) or run as a user who may open it")
+        raise ConfigError(
+            "/dev/fuse is not readable and writable by you: ask an administrator to "
+            "'chmod 0666 /dev/fuse' (the usual mode) or run as a user who may open it"
+        )
     if os.geteuid() != 0 and shutil.which("fusermount3") is None:
         raise ConfigError("fusermount3 is not installed: install it (apt-get install fuse3)")
 
@@ -164,26 +200,28 @@ def validate(config: MountConfig) -> MountConfig:
     mountpoint = os.path.realpath(config.mountpoint)
     for lower in lowers:
         if upper and (_inside(upper, lower) or _inside(lower, upper)):
-            raise ConfigError(f"upperdir '{upper}' and lowerdir '{lower}' overlap: keep the upper outside "
-                              "every lower layer")
+            raise ConfigError(
+                f"upperdir '{upper}' and lowerdir '{lower}' overlap: keep the upper outside every lower layer"
+            )
     for layer in [*lowers, *([upper, work] if upper and work else [])]:
         if _inside(mountpoint, layer):
             raise ConfigError(f"mount point '{mountpoint}' is inside layer '{layer}': mount elsewhere")
     if upper and work:
         if os.stat(upper).st_dev != os.stat(work).st_dev:
-            raise ConfigError(f"workdir '{work}' is on another filesystem than upperdir '{upper}': put both on "
-                              "one filesystem")
+            raise ConfigError(
+                f"workdir '{work}' is on another filesystem than upperdir '{upper}': put both on one filesystem"
+            )
         if _inside(work, upper) or _inside(upper, work):
             raise ConfigError(f"workdir '{work}' and upperdir '{upper}' overlap: use two separate directories")
         foreign = sorted(set(os.listdir(work)) - {WORK_SUBDIR})
         if foreign:
-            raise ConfigError(f"workdir '{work}' holds files that are not ours ({', '.join(foreign[:3])}): "
-                              "give an empty directory")
+            raise ConfigError(
+                f"workdir '{work}' holds files that are not ours ({', '.join(foreign[:3])}): give an empty directory"
+            )
         if not os.access(upper, os.W_OK) or not os.access(work, os.W_OK):
             raise ConfigError(f"upperdir '{upper}' or workdir '{work}' is not writable by you: fix its owner")
     if mountpoint in mounted_points():
-        raise ConfigError(f"'{mountpoint}' is already a mount point: unmount it first (unionfs umount "
-                          f"{mountpoint})")
+        raise ConfigError(f"'{mountpoint}' is already a mount point: unmount it first (unionfs umount {mountpoint})")
     check_fuse_device()
     config.lowers, config.upper, config.work, config.mountpoint = lowers, upper, work, mountpoint
     return config

@@ -190,8 +190,9 @@ class Upper:
                 elif child.layer == 0:
                     # an upper file moves by a second link: no copy, same inode, the original stays until
                     # the move is complete
-                    os.link(child.name, child.name, src_dir_fd=self.dirfd(node.path), dst_dir_fd=fd,
-                            follow_symlinks=False)
+                    os.link(
+                        child.name, child.name, src_dir_fd=self.dirfd(node.path), dst_dir_fd=fd, follow_symlinks=False
+                    )
                 else:
                     self._copy_nondir(child, fd, child.name, True)
                     self.alias(os.stat(child.name, dir_fd=fd, follow_symlinks=False), child)
@@ -274,6 +275,7 @@ class Upper:
         """Move work-dir entry `tmp` into place; whatever it displaces is removed."""
         if self.place(self.work_fd, tmp, dirfd, name, is_dir):
             self.discard(tmp)
+
 
 def opaque_xattr_for(work_fd: int) -> str:
     """The opaque xattr this process may write: the kernel's trusted one when privileged, else user.*."""

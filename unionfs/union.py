@@ -187,7 +187,11 @@ class UnionFS:
 
     def mkdir(self, parent: Node, name: str, mode: int, owner: Owner) -> Node:
         return self._new_entry(
-            parent, name, True, lambda work, tmp: os.mkdir(tmp, 0o700, dir_fd=work), owner,
+            parent,
+            name,
+            True,
+            lambda work, tmp: os.mkdir(tmp, 0o700, dir_fd=work),
+            owner,
             stat.S_IFDIR | stat.S_IMODE(mode),
         )
 
@@ -200,7 +204,11 @@ class UnionFS:
 
     def symlink(self, parent: Node, name: str, target: str, owner: Owner) -> Node:
         return self._new_entry(
-            parent, name, False, lambda work, tmp: os.symlink(target, tmp, dir_fd=work), owner,
+            parent,
+            name,
+            False,
+            lambda work, tmp: os.symlink(target, tmp, dir_fd=work),
+            owner,
             stat.S_IFLNK | 0o777,
         )
 
@@ -259,9 +267,10 @@ class UnionFS:
                 raise UnionError(errno.EISDIR)
             if dst.is_dir and not self.tree.is_empty(dst):
                 raise UnionError(errno.ENOTEMPTY)
-            if (
-                not src.is_dir
-                and (src.layer, src.st.st_ino, src.st.st_dev) == (dst.layer, dst.st.st_ino, dst.st.st_dev)
+            if not src.is_dir and (src.layer, src.st.st_ino, src.st.st_dev) == (
+                dst.layer,
+                dst.st.st_ino,
+                dst.st.st_dev,
             ):
                 return  # two names of one file: POSIX says do nothing
         src_whiteout = self.tree.lower_has(old_parent, old)

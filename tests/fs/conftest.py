@@ -20,8 +20,14 @@ class Mounter:
         self.base = base
         self.mounts: list[UnionMount] = []
 
-    def __call__(self, lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None,
-                 options: Sequence[str] = (), name: str = "mnt") -> UnionMount:
+    def __call__(
+        self,
+        lowers: Sequence[Path],
+        upper: Path | None = None,
+        work: Path | None = None,
+        options: Sequence[str] = (),
+        name: str = "mnt",
+    ) -> UnionMount:
         mount = UnionMount(self.base / name, lowers, upper, work, options)
         self.mounts.append(mount)
         return mount.open()

@@ -1,0 +1,552 @@
+"""Safe, atomic extraction of a layer tar (plain, gzip or zstd) into a layer directory.
+
+Safety: a layer tar is untrusted input.
+- Entry names and hard-link targets are relative: an absolute name or a `..` component is a LayerError.
+- Every parent is opened from the extraction root one component at a time with O_NOFOLLOW: an entry whose
+  parent on disk is a symlink (or not a directory) is a LayerError. Symlinks are created exactly as given and
+  never followed; an entry replacing a symlink replaces the link itself.
+- A hard link must point at a non-directory extracted earlier from the same tar (and still there).
+- Internal xattrs (`whiteouts.is_internal_xattr`: overlay bookkeeping, `user.containers.override_stat`,
+  `security.selinux`) in the tar are ignored: a layer cannot forge union metadata.
+
+Duplicates: the last entry for a name wins (as with docker and GNU tar): the earlier entry is removed first
+(a whole directory tree if need be). A directory entry for an existing directory only updates its metadata.
+
+Whiteouts (`.wh.NAME` files, and char devices 0/0 in the tar) and opaque markers (`.wh..wh..opq`) are written
+in the requested form: "chardev" = a char device 0/0 at NAME and the xattr `trusted.overlay.opaque=y`
+(`user.overlay.opaque=y` when rootless) on the directory; "file" = `.wh.NAME` and `.wh..wh..opq` kept as empty
+files. In the chardev form a whiteout for a name this layer also holds does not remove it (OCI: whiteouts only
+apply to lower layers); for a directory it makes the directory opaque instead. Other `.wh..wh.*` entries (aufs
+metadata) are skipped.
+
+Rootless (`rootless=True`: no chown, no device nodes): the owner and mode of each regular file and directory
+(and of the root) go into `user.containers.override_stat`; on disk the files stay ours with mode |0600 (|0700
+for directories). Char and block devices become empty regular placeholders whose record carries the file type,
+with `user.unionfs.rdev` = `major:minor`. Fifos are real fifos; their owner is not kept (Linux allows no user
+xattrs on fifos or symlinks).
+
+Atomicity: everything is extracted into a fresh temporary directory beside `dest_dir`, flushed (syncfs), and
+renamed onto `dest_dir` (which must be missing or empty); on any error the temporary directory is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import io
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal, cast
+
+from imagebuild.layer import whiteouts as wh
+from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, fsync_dir, set_xattr, syncfs, write_all
+from imagebuild.layer.errors import LayerError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+WhiteoutForm = Literal["chardev", "file"]
+Parts = tuple[str, ...]
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MARKER_MODE = 0o644
+_IMPLICIT_DIR_MODE = 0o755
+_LENIENT_XATTR_ERRORS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
+
+
+class _Prefixed(io.RawIOBase):
+    """`prefix` followed by the rest of `src` (for sniffing the magic of a non-seekable stream)."""
+
+    def __init__(self, prefix: bytes, src: BinaryIO) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._src = src
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._prefix:
+            count = min(len(view), len(self._prefix))
+            view[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        data = self._src.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _read_upto(src: BinaryIO, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = src.read(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _decompressed(src: BinaryIO, stack: contextlib.ExitStack) -> IO[bytes]:
+    """`src` as an uncompressed tar stream: gzip and zstd are recognised by their magic numbers."""
+    head = _read_upto(src, 4)
+    stream: IO[bytes] = stack.enter_context(io.BufferedReader(_Prefixed(head, src), CHUNK))
+    if head.startswith(GZIP_MAGIC):
+        return cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb")))
+    if head == ZSTD_MAGIC:
+        if ZSTD is None:
+            raise LayerError("zstd-compressed layer, but the 'zstandard' module is not installed")
+        reader = ZSTD.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        return cast(IO[bytes], stack.enter_context(reader))
+    return stream
+
+
+@contextlib.contextmanager
+def _open_tar(src: BinaryIO) -> Iterator[tarfile.TarFile]:
+    with contextlib.ExitStack() as stack:
+        stream = _decompressed(src, stack)
+        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
+        with tar:
+            yield tar
+
+
+def _split(name: str, what: str = "entry") -> Parts:
+    """Validated path components of a tar name: relative, no `..`; `.` and empty components dropped."""
+    if name.startswith("/"):
+        raise LayerError(f"{what} {name!r}: absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise LayerError(f"{what} {name!r}: '..' component")
+    return parts
+
+
+def _mtime_ns(member: tarfile.TarInfo) -> int:
+    mtime = member.mtime
+    return mtime * 1_000_000_000 if isinstance(mtime, int) else round(mtime * 1_000_000_000)
+
+
+def _tar_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    prefix = "SCHILY.xattr."
+    found = [
+        (key[len(prefix) :], value.encode("utf-8", "surrogateescape"))
+        for key, value in member.pax_headers.items()
+        if key.startswith(prefix)
+    ]
+    return sorted((name, value) for name, value in found if not wh.is_internal_xattr(name))
+
+
+@dataclass(frozen=True)
+class _DirMeta:
+    mode: int
+    mtime_ns: int | None
+
+
+class _Extractor:
+    """Extracts the members of one tar below `root_fd` (a fresh, private directory)."""
+
+    def __init__(self, root_fd: int, form: WhiteoutForm, rootless: bool) -> None:
+        self._root_fd = root_fd
+        self._form = form
+        self._rootless = rootless
+        self._opaque_xattr = wh.USER_OPAQUE if rootless else wh.TRUSTED_OPAQUE
+        self._nondirs: set[Parts] = set()
+        self._dirs: dict[Parts, _DirMeta] = {}
+        self._cache: tuple[Parts, int] | None = None
+        self._name = ""
+
+    # directories -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._cache is not None:
+            os.close(self._cache[1])
+            self._cache = None
+
+    def _walk(self, parts: Parts, *, create: bool) -> int:
+        """A new fd for the directory `parts`, opened component by component with O_NOFOLLOW."""
+        fd = os.dup(self._root_fd)
+        try:
+            for depth, component in enumerate(parts):
+                next_fd = self._open_component(fd, component, parts[: depth + 1], create)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_component(self, dir_fd: int, name: str, parts: Parts, create: bool) -> int:
+        try:
+            return os.open(name, O_DIR, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                what = "a symlink" if _is_symlink(dir_fd, name) else "not a directory"
+                raise LayerError(f"{self._name!r}: parent {'/'.join(parts)!r} is {what}") from None
+            raise
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, O_DIR, dir_fd=dir_fd)
+        self._implicit_dir(fd, parts)
+        return fd
+
+    def _implicit_dir(self, fd: int, parts: Parts) -> None:
+        """A parent the tar did not list: root-owned, mode 0755 (like docker)."""
+        if self._rootless:
+            set_xattr(fd, wh.OVERRIDE_STAT, wh.OverrideStat(0, 0, _IMPLICIT_DIR_MODE).encode())
+        self._dirs[parts] = _DirMeta(_IMPLICIT_DIR_MODE, None)
+
+    def _parent(self, parts: Parts) -> int:
+        """The (cached) fd of the directory holding entry `parts`; parents are created as needed."""
+        parent = parts[:-1]
+        if self._cache is not None and self._cache[0] == parent:
+            return self._cache[1]
+        fd = self._walk(parent, create=True)
+        self.close()
+        self._cache = (parent, fd)
+        return fd
+
+    # removal of earlier entries ----------------------------------------------------------------------------
+
+    def _clear(self, parent_fd: int, parts: Parts, *, for_dir: bool) -> tuple[bool, bool]:
+        """Make room for a new entry at `parts`: (an existing directory was kept, a whiteout was replaced)."""
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False, False
+        if stat.S_ISDIR(st.st_mode):
+            if for_dir:
+                return True, False
+            self._forget_tree(parts)
+            shutil.rmtree(name, dir_fd=parent_fd)
+            return False, False
+        os.unlink(name, dir_fd=parent_fd)
+        self._nondirs.discard(parts)
+        return False, wh.is_chardev_whiteout(st.st_mode, st.st_rdev)
+
+    def _forget_tree(self, parts: Parts) -> None:
+        def inside(other: Parts) -> bool:
+            return other[: len(parts)] == parts
+
+        self._nondirs = {p for p in self._nondirs if not inside(p)}
+        self._dirs = {p: m for p, m in self._dirs.items() if not inside(p)}
+        if self._cache is not None and inside(self._cache[0]):
+            self.close()
+
+    # metadata ----------------------------------------------------------------------------------------------
+
+    def _disk_mode(self, mode: int, *, is_dir: bool) -> int:
+        if not self._rootless:
+            return stat.S_IMODE(mode)
+        return (mode & 0o777) | (0o700 if is_dir else 0o600)
+
+    def _own(self, target: int | str, parent_fd: int, member: tarfile.TarInfo, file_type: int = 0) -> None:
+        """Owner (chown, or the override record when rootless); `target` is an fd or a name in parent_fd."""
+        if self._rootless:
+            record = wh.OverrideStat(member.uid, member.gid, file_type | stat.S_IMODE(member.mode))
+            self._xattr(target, parent_fd, wh.OVERRIDE_STAT, record.encode(), lenient=False)
+        elif isinstance(target, int):
+            os.fchown(target, member.uid, member.gid)
+        else:
+            os.chown(target, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+
+    def _xattr(self, target: int | str, parent_fd: int, name: str, value: bytes, *, lenient: bool) -> None:
+        where = target if isinstance(target, int) else at_path(parent_fd, target)
+        try:
+            set_xattr(where, name, value)
+        except OSError as exc:
+            if not (lenient and self._rootless and exc.errno in _LENIENT_XATTR_ERRORS):
+                raise LayerError(f"{self._name!r}: cannot set xattr {name}: {exc.strerror}") from None
+
+    def _xattrs(self, target: int | str, parent_fd: int, member: tarfile.TarInfo) -> None:
+        for name, value in _tar_xattrs(member):
+            self._xattr(target, parent_fd, name, value, lenient=True)
+
+    @staticmethod
+    def _utime(target: int | str, parent_fd: int, member: tarfile.TarInfo) -> None:
+        ns = _mtime_ns(member)
+        if isinstance(target, int):
+            os.utime(target, ns=(ns, ns))
+        else:
+            os.utime(target, ns=(ns, ns), dir_fd=parent_fd, follow_symlinks=False)
+
+    # entries -----------------------------------------------------------------------------------------------
+
+    def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self._name = member.name
+        parts = _split(member.name)
+        if not parts:
+            self._root(member)
+            return
+        for component in parts[:-1]:
+            if component.startswith(wh.WH_PREFIX):
+                raise LayerError(f"{member.name!r}: whiteout name {component!r} used as a directory")
+        name = parts[-1]
+        if name == wh.OPAQUE_MARKER:
+            self._opaque(parts, member)
+        elif name.startswith(wh.WH_PREFIX):
+            target = wh.whiteout_target(name)
+            if target is not None:  # else `.wh..wh.*` metadata of other tools: skipped
+                self._whiteout((*parts[:-1], target), member)
+        elif member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            self._whiteout(parts, member)
+        elif member.isdir():
+            self._dir(parts, member)
+        elif member.islnk():
+            self._hardlink(parts, member)
+        else:
+            self._nondir(tar, parts, member)
+
+    def _root(self, member: tarfile.TarInfo) -> None:
+        if not member.isdir():
+            raise LayerError(f"{member.name!r}: the layer root must be a directory")
+        self._own(self._root_fd, self._root_fd, member)
+        self._xattrs(self._root_fd, self._root_fd, member)
+        self._dirs[()] = _DirMeta(member.mode, _mtime_ns(member))
+
+    def _dir(self, parts: Parts, member: tarfile.TarInfo) -> None:
+        parent_fd = self._parent(parts)
+        kept, was_whiteout = self._clear(parent_fd, parts, for_dir=True)
+        if not kept:
+            os.mkdir(parts[-1], 0o700, dir_fd=parent_fd)
+        fd = os.open(parts[-1], O_DIR, dir_fd=parent_fd)
+        try:
+            self._own(fd, parent_fd, member)
+            self._xattrs(fd, parent_fd, member)
+            if was_whiteout:
+                self._xattr(fd, parent_fd, self._opaque_xattr, wh.OPAQUE_VALUE, lenient=False)
+        finally:
+            os.close(fd)
+        self._dirs[parts] = _DirMeta(member.mode, _mtime_ns(member))
+
+    def _nondir(self, tar: tarfile.TarFile, parts: Parts, member: tarfile.TarInfo) -> None:
+        if not (member.isreg() or member.issym() or member.isfifo() or member.isdev()):
+            raise LayerError(f"{member.name!r}: unsupported tar entry type {member.type!r}")
+        parent_fd = self._parent(parts)
+        self._clear(parent_fd, parts, for_dir=False)
+        if member.isreg():
+            self._regular(tar, parent_fd, parts[-1], member)
+        elif member.issym():
+            self._symlink(parent_fd, parts[-1], member)
+        elif (member.ischr() or member.isblk()) and self._rootless:
+            self._placeholder(parent_fd, parts[-1], member)
+        else:
+            self._special(parent_fd, parts[-1], member)
+        self._nondirs.add(parts)
+
+    def _regular(self, tar: tarfile.TarFile, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        fd = os.open(name, _O_NEW, 0o600, dir_fd=parent_fd)
+        try:
+            _copy_member(tar, member, fd)
+            self._own(fd, parent_fd, member)
+            os.fchmod(fd, self._disk_mode(member.mode, is_dir=False))
+            self._xattrs(fd, parent_fd, member)
+            self._utime(fd, parent_fd, member)
+        finally:
+            os.close(fd)
+
+    def _symlink(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        os.symlink(member.linkname, name, dir_fd=parent_fd)
+        if not self._rootless:
+            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+        self._xattrs(name, parent_fd, member)
+        self._utime(name, parent_fd, member)
+
+    def _special(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        if member.isfifo():
+            os.mkfifo(name, 0o600, dir_fd=parent_fd)
+        else:
+            file_type = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            device = os.makedev(member.devmajor, member.devminor)
+            os.mknod(name, file_type | 0o600, device, dir_fd=parent_fd)
+        if not self._rootless:
+            os.chown(name, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
+        os.chmod(name, self._disk_mode(member.mode, is_dir=False), dir_fd=parent_fd, follow_symlinks=False)
+        self._xattrs(name, parent_fd, member)
+        self._utime(name, parent_fd, member)
+
+    def _placeholder(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        """Rootless: a device as an empty regular file carrying its type, owner, mode and number in xattrs."""
+        fd = os.open(name, _O_NEW, 0o600, dir_fd=parent_fd)
+        try:
+            file_type = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            self._own(fd, parent_fd, member, file_type)
+            device = wh.format_device(member.devmajor, member.devminor)
+            self._xattr(fd, parent_fd, wh.DEVICE_XATTR, device, lenient=False)
+            os.fchmod(fd, 0o600)
+            self._xattrs(fd, parent_fd, member)
+            self._utime(fd, parent_fd, member)
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, parts: Parts, member: tarfile.TarInfo) -> None:
+        target = _split(member.linkname, "hard link target of")
+        if target == parts:
+            raise LayerError(f"{member.name!r}: hard link to itself")
+        parent_fd = self._parent(parts)
+        self._clear(parent_fd, parts, for_dir=False)
+        if target not in self._nondirs:
+            raise LayerError(
+                f"{member.name!r}: hard link target {member.linkname!r} is not an entry extracted before it"
+            )
+        target_fd = self._walk(target[:-1], create=False)
+        try:
+            os.link(target[-1], parts[-1], src_dir_fd=target_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+        finally:
+            os.close(target_fd)
+        self._nondirs.add(parts)
+
+    # whiteouts ---------------------------------------------------------------------------------------------
+
+    def _whiteout(self, hidden: Parts, member: tarfile.TarInfo) -> None:
+        """A whiteout hiding `hidden` in the layers below, in the requested form."""
+        if self._form == "file":
+            self._marker_file((*hidden[:-1], wh.whiteout_name(hidden[-1])), member)
+            return
+        parent_fd = self._parent(hidden)
+        name = hidden[-1]
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
+            self._utime(name, parent_fd, member)
+            return
+        if stat.S_ISDIR(st.st_mode):  # this layer's directory replaces the one below: make it opaque
+            fd = os.open(name, O_DIR, dir_fd=parent_fd)
+            try:
+                self._xattr(fd, parent_fd, self._opaque_xattr, wh.OPAQUE_VALUE, lenient=False)
+            finally:
+                os.close(fd)
+
+    def _opaque(self, parts: Parts, member: tarfile.TarInfo) -> None:
+        if self._form == "file":
+            self._marker_file(parts, member)
+            return
+        fd = self._walk(parts[:-1], create=True)
+        try:
+            self._xattr(fd, fd, self._opaque_xattr, wh.OPAQUE_VALUE, lenient=False)
+        finally:
+            os.close(fd)
+
+    def _marker_file(self, parts: Parts, member: tarfile.TarInfo) -> None:
+        parent_fd = self._parent(parts)
+        self._clear(parent_fd, parts, for_dir=False)
+        fd = os.open(parts[-1], _O_NEW, _MARKER_MODE, dir_fd=parent_fd)
+        try:
+            os.fchmod(fd, _MARKER_MODE)
+            self._utime(fd, parent_fd, member)
+        finally:
+            os.close(fd)
+
+    # the end -----------------------------------------------------------------------------------------------
+
+    def finish(self, root_mode: int) -> None:
+        """Apply directory modes and mtimes, deepest first (children no longer change them)."""
+        self.close()
+        if () not in self._dirs:
+            self._dirs[()] = _DirMeta(root_mode, None)
+            if self._rootless:
+                set_xattr(self._root_fd, wh.OVERRIDE_STAT, wh.OverrideStat(0, 0, root_mode).encode())
+        for parts in sorted(self._dirs, key=len, reverse=True):
+            meta = self._dirs[parts]
+            fd = self._walk(parts, create=False)
+            try:
+                os.fchmod(fd, self._disk_mode(meta.mode, is_dir=True))
+                if meta.mtime_ns is not None:
+                    os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            finally:
+                os.close(fd)
+
+
+def _is_symlink(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+    data = tar.extractfile(member)
+    if data is None:
+        raise LayerError(f"{member.name!r}: no data")
+    copied = 0
+    while chunk := data.read(CHUNK):
+        write_all(fd, chunk)
+        copied += len(chunk)
+    if copied != member.size:
+        raise LayerError(f"{member.name!r}: truncated ({copied} of {member.size} bytes)")
+
+
+def _prepare_dest(dest: str) -> int:
+    """Check that `dest` is missing or an empty directory; the mode its root should get."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return _IMPLICIT_DIR_MODE
+    if not stat.S_ISDIR(st.st_mode):
+        raise LayerError(f"{dest}: exists and is not a directory")
+    if os.listdir(dest):
+        raise LayerError(f"{dest}: not empty")
+    return stat.S_IMODE(st.st_mode)
+
+
+def _extract_into(src: BinaryIO, root_fd: int, form: WhiteoutForm, rootless: bool, root_mode: int) -> None:
+    extractor = _Extractor(root_fd, form, rootless)
+    try:
+        with _open_tar(src) as tar:
+            for member in tar:
+                try:
+                    extractor.extract(tar, member)
+                except (OSError, ValueError) as exc:
+                    raise LayerError(f"{member.name!r}: {exc}") from exc
+        extractor.finish(root_mode)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise LayerError(f"unreadable layer tar: {exc}") from exc
+    finally:
+        extractor.close()
+
+
+def extract_layer_tar(
+    src: BinaryIO,
+    dest_dir: str,
+    *,
+    whiteout_form: WhiteoutForm,
+    rootless: bool,
+    sync: bool = True,
+) -> None:
+    """Extract the layer tar read from `src` into `dest_dir` (missing or empty); see the module docstring.
+
+    `sync=False` skips the flush to disk before the final rename (for throwaway trees, e.g. in tests).
+    """
+    if whiteout_form not in ("chardev", "file"):
+        raise ValueError(f"whiteout_form must be 'chardev' or 'file', not {whiteout_form!r}")
+    dest = os.path.abspath(dest_dir)
+    root_mode = _prepare_dest(dest)
+    parent = os.path.dirname(dest)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.extract-", dir=parent)
+    try:
+        root_fd = os.open(tmp, O_DIR)
+        try:
+            _extract_into(src, root_fd, whiteout_form, rootless, root_mode)
+            if sync:
+                syncfs(root_fd)
+        finally:
+            os.close(root_fd)
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            raise LayerError(f"{dest}: cannot move the extracted layer into place: {exc.strerror}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if sync:
+        fsync_dir(parent)

@@ -1,0 +1,311 @@
+"""Layer directory -> deterministic OCI layer tar, and deterministic compression.
+
+The tar (`write_layer_tar`) is a pure function of the layer's names, contents and metadata (and the clamp):
+- PAX format; names relative without `./`, directories with a trailing `/`; no layer-root entry.
+- Order: depth first, the entries of each directory sorted by their tar name in byte order, so a directory's
+  contents follow it directly. An opaque directory's `.wh..wh..opq` comes right after the directory entry.
+- Numeric uid/gid, empty uname/gname, whole-second mtime (min(mtime, clamp) with a clamp), no atime/ctime.
+- The second and later names of a hard-linked file (in that order) are tar hard links to the first.
+- Symlinks, fifos, char and block devices as such; sockets are skipped.
+- xattrs as `SCHILY.xattr.*` PAX records, sorted, internal ones (`whiteouts.is_internal_xattr`) dropped.
+- `user.containers.override_stat` replaces the on-disk owner and mode; a placeholder regular file whose record
+  names a device or fifo is written as that device or fifo (device number from `user.unionfs.rdev`).
+- Whiteouts in either form become an empty regular `.wh.NAME` (mode 0644, owner 0:0, the whiteout's mtime);
+  the opaque marker is an empty regular file (mode 0644, owner 0:0, the directory's mtime). Both forms of the
+  same layer therefore give the same bytes.
+
+The walk uses directory fds only: every entry is looked up relative to its parent's fd with O_NOFOLLOW, and
+symlinks found in the layer are recorded, never followed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+from imagebuild.layer import whiteouts as wh
+from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, read_xattrs
+from imagebuild.layer.errors import LayerError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+ZSTD_AVAILABLE = ZSTD is not None
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+_MARKER_MODE = 0o644
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """The metadata a tar header gets: on-disk stat with the override record applied."""
+
+    mode: int  # file type and permission bits
+    uid: int
+    gid: int
+    rdev: int
+
+
+@dataclass(frozen=True)
+class _Child:
+    tar_name: str
+    disk_name: str
+    st: os.stat_result
+    xattrs: dict[str, bytes]
+    whiteout: bool
+
+
+def _clamp(st: os.stat_result, clamp: int | None) -> int:
+    mtime = st.st_mtime_ns // 1_000_000_000
+    return mtime if clamp is None else min(mtime, clamp)
+
+
+def _effective(path: str, st: os.stat_result, xattrs: dict[str, bytes]) -> _Meta:
+    raw = xattrs.get(wh.OVERRIDE_STAT)
+    if raw is None:
+        return _Meta(st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+    try:
+        record = wh.parse_override_stat(raw)
+        file_type = stat.S_IFMT(st.st_mode)
+        rdev = st.st_rdev
+        if record.is_special and stat.S_ISREG(st.st_mode):
+            file_type = record.file_type
+            device = xattrs.get(wh.DEVICE_XATTR)
+            rdev = 0 if device is None else os.makedev(*wh.parse_device(device))
+    except ValueError as exc:
+        raise LayerError(f"{path}: {exc}") from None
+    return _Meta(file_type | record.permissions, record.uid, record.gid, rdev)
+
+
+def _pax_xattrs(path: str, xattrs: dict[str, bytes]) -> dict[str, str]:
+    records: dict[str, str] = {}
+    for name in sorted(xattrs, key=os.fsencode):
+        if wh.is_internal_xattr(name):
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LayerError(f"{path}: xattr name {name!r} is not UTF-8") from None
+        records["SCHILY.xattr." + name] = xattrs[name].decode("utf-8", "surrogateescape")
+    return records
+
+
+class _Writer:
+    """Writes one layer directory into an open TarFile (see the module docstring for the format)."""
+
+    def __init__(self, tar: tarfile.TarFile, clamp: int | None) -> None:
+        self._tar = tar
+        self._clamp = clamp
+        self._links: dict[tuple[int, int], str] = {}
+
+    def write_root(self, root_fd: int) -> None:
+        st = os.fstat(root_fd)
+        self._write_children(root_fd, "", wh.is_opaque_xattrs(read_xattrs(root_fd)), st)
+
+    def _header(self, path: str, kind: bytes, meta: _Meta, st: os.stat_result) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(path)
+        info.type = kind
+        info.mode = stat.S_IMODE(meta.mode)
+        info.uid, info.gid = meta.uid, meta.gid
+        info.uname = info.gname = ""
+        info.mtime = _clamp(st, self._clamp)
+        return info
+
+    def _marker(self, path: str, st: os.stat_result) -> None:
+        """An empty regular file for a whiteout or the opaque marker (normalised metadata)."""
+        info = self._header(path, tarfile.REGTYPE, _Meta(stat.S_IFREG | _MARKER_MODE, 0, 0, 0), st)
+        self._tar.addfile(info)
+
+    def _list(self, dir_fd: int) -> tuple[list[_Child], bool]:
+        with os.scandir(dir_fd) as entries:
+            names = sorted((entry.name for entry in entries), key=os.fsencode)
+        children: dict[str, _Child] = {}
+        has_marker = False
+        for name in names:
+            if name == wh.OPAQUE_MARKER:
+                has_marker = True
+                continue
+            if name.startswith(wh.WH_PREFIX) and not wh.is_whiteout_name(name):
+                continue  # `.wh..wh.*`: other tools' metadata (aufs), never content
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode):
+                continue
+            child = self._classify(dir_fd, name, st)
+            # A chardev `x` and a file `.wh.x` are one whiteout: the first name in byte order speaks for both.
+            children.setdefault(child.tar_name, child)
+        ordered = sorted(children.values(), key=lambda c: os.fsencode(c.tar_name))
+        return ordered, has_marker
+
+    @staticmethod
+    def _classify(dir_fd: int, name: str, st: os.stat_result) -> _Child:
+        xattrs = read_xattrs(at_path(dir_fd, name))
+        if wh.is_whiteout_name(name):
+            return _Child(name, name, st, xattrs, whiteout=True)
+        if wh.is_chardev_whiteout(st.st_mode, st.st_rdev):
+            return _Child(wh.whiteout_name(name), name, st, xattrs, whiteout=True)
+        return _Child(name, name, st, xattrs, whiteout=False)
+
+    def _write_children(self, dir_fd: int, prefix: str, opaque: bool, dir_st: os.stat_result) -> None:
+        children, has_marker = self._list(dir_fd)
+        if opaque or has_marker:
+            self._marker(prefix + wh.OPAQUE_MARKER, dir_st)
+        for child in children:
+            path = prefix + child.tar_name
+            try:
+                self._write_child(dir_fd, path, child)
+            except LayerError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise LayerError(f"{path}: {exc}") from exc
+
+    def _write_child(self, dir_fd: int, path: str, child: _Child) -> None:
+        if child.whiteout:
+            self._marker(path, child.st)
+            return
+        meta = _effective(path, child.st, child.xattrs)
+        if stat.S_ISDIR(meta.mode):
+            self._write_dir(dir_fd, path, child, meta)
+            return
+        key = (child.st.st_dev, child.st.st_ino)
+        first = self._links.get(key) if child.st.st_nlink > 1 else None
+        if first is not None:
+            info = self._header(path, tarfile.LNKTYPE, meta, child.st)
+            info.linkname = first
+            self._tar.addfile(info)
+            return
+        self._write_nondir(dir_fd, path, child, meta)
+        if child.st.st_nlink > 1:
+            self._links[key] = path
+
+    def _write_dir(self, dir_fd: int, path: str, child: _Child, meta: _Meta) -> None:
+        fd = _open_same(dir_fd, child, O_DIR, path)
+        try:
+            info = self._header(path, tarfile.DIRTYPE, meta, child.st)
+            info.pax_headers = _pax_xattrs(path, child.xattrs)
+            self._tar.addfile(info)
+            self._write_children(fd, path + "/", wh.is_opaque_xattrs(child.xattrs), child.st)
+        finally:
+            os.close(fd)
+
+    def _write_nondir(self, dir_fd: int, path: str, child: _Child, meta: _Meta) -> None:
+        kind = _tar_type(meta.mode, path)
+        info = self._header(path, kind, meta, child.st)
+        info.pax_headers = _pax_xattrs(path, child.xattrs)
+        if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor, info.devminor = os.major(meta.rdev), os.minor(meta.rdev)
+        if kind == tarfile.SYMTYPE:
+            info.linkname = os.readlink(child.disk_name, dir_fd=dir_fd)
+        if kind != tarfile.REGTYPE:
+            self._tar.addfile(info)
+            return
+        fd = _open_same(dir_fd, child, _O_FILE, path)
+        with os.fdopen(fd, "rb") as data:
+            info.size = os.fstat(fd).st_size
+            self._tar.addfile(info, data)
+
+
+def _tar_type(mode: int, path: str) -> bytes:
+    kinds = {
+        stat.S_IFREG: tarfile.REGTYPE,
+        stat.S_IFLNK: tarfile.SYMTYPE,
+        stat.S_IFIFO: tarfile.FIFOTYPE,
+        stat.S_IFCHR: tarfile.CHRTYPE,
+        stat.S_IFBLK: tarfile.BLKTYPE,
+    }
+    kind = kinds.get(stat.S_IFMT(mode))
+    if kind is None:
+        raise LayerError(f"{path}: unsupported file type {stat.S_IFMT(mode):o}")
+    return kind
+
+
+def _open_same(dir_fd: int, child: _Child, flags: int, path: str) -> int:
+    """Open `child` relative to `dir_fd` (O_NOFOLLOW) and make sure it is still the entry we listed."""
+    try:
+        fd = os.open(child.disk_name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        raise LayerError(f"{path}: changed while the layer was read ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (child.st.st_dev, child.st.st_ino) or stat.S_IFMT(st.st_mode) != stat.S_IFMT(
+        child.st.st_mode
+    ):
+        os.close(fd)
+        raise LayerError(f"{path}: changed while the layer was read")
+    return fd
+
+
+def write_layer_tar(layer_dir: str, out: BinaryIO, *, mtime_clamp: int | None) -> None:
+    """Write the deterministic, uncompressed layer tar of `layer_dir` to `out` (see the module docstring)."""
+    root_fd = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with tarfile.open(
+            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+        ) as tar:
+            _Writer(tar, mtime_clamp).write_root(root_fd)
+    finally:
+        os.close(root_fd)
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes (sha256) and counts what passes, forwarding it to `sink` if any."""
+
+    def __init__(self, sink: BinaryIO | None = None) -> None:
+        super().__init__()
+        self._sink = sink
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.size += len(view)
+        if self._sink is not None:
+            self._sink.write(view)
+        return len(view)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def layer_digests(layer_dir: str, mtime_clamp: int | None = None) -> tuple[str, int]:
+    """The diff_id (sha256 of the uncompressed layer tar) and the tar's size, without storing the tar."""
+    sink = _HashingWriter()
+    with io.BufferedWriter(sink, CHUNK) as buffered:
+        write_layer_tar(layer_dir, buffered, mtime_clamp=mtime_clamp)
+        buffered.flush()
+        return sink.digest, sink.size
+
+
+def compress_gzip(src: BinaryIO, dst: BinaryIO, *, level: int = GZIP_LEVEL) -> tuple[str, int]:
+    """Gzip `src` into `dst` deterministically (mtime 0, no file name, fixed level).
+
+    Returns the sha256 digest and size of the compressed bytes (the layer's descriptor values).
+    """
+    tee = _HashingWriter(dst)
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=tee, mtime=0) as gz:
+        while chunk := src.read(CHUNK):
+            gz.write(chunk)
+    return tee.digest, tee.size
+
+
+def compress_zstd(src: BinaryIO, dst: BinaryIO, *, level: int = ZSTD_LEVEL) -> tuple[str, int]:
+    """Zstd-compress `src` into `dst` (single-threaded, fixed level, checksummed): digest and size out.
+
+    LayerError when the optional `zstandard` module is not installed (see ZSTD_AVAILABLE).
+    """
+    if ZSTD is None:
+        raise LayerError("zstd compression needs the 'zstandard' module, which is not installed")
+    tee = _HashingWriter(dst)
+    compressor = ZSTD.ZstdCompressor(level=level, write_checksum=True, threads=0)
+    compressor.copy_stream(src, tee, read_size=CHUNK, write_size=CHUNK)
+    return tee.digest, tee.size
