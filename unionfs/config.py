@@ -152,8 +152,15 @@ def _inside(path: str, parent: str) -> bool:
 
 
 def _check_dir(kind: str, path: str) -> str:
-    if not os.path.exists(path):
-        raise ConfigError(f"{kind} '{path}' does not exist: create it or fix the path")
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise ConfigError(
+            f"{kind} '{path}' cannot be reached: you may not search a directory above it; "
+            "fix its permissions or use another place"
+        ) from None
+    except OSError:
+        raise ConfigError(f"{kind} '{path}' does not exist: create it or fix the path") from None
     if not os.path.isdir(path):
         raise ConfigError(f"{kind} '{path}' is not a directory: give a directory")
     return os.path.realpath(path)

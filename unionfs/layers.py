@@ -1,8 +1,9 @@
 """A layer: one directory of the union, opened as an fd and only ever walked with *at(dirfd, name, O_NOFOLLOW).
 
 A symlink inside a layer is data, never a path to follow: `etc -> /etc` in an image must not lead the daemon
-into the host's /etc. Directory fds are cached (bounded, LRU) and lent to callers, who must use them at once and
-never close them; the cache is flushed when the upper's directory tree is reshaped (rmdir, rename).
+into the host's /etc. Directory fds are cached (bounded, LRU) and lent to callers, who may use them until the
+request ends and never close them; the cache is flushed when the upper's directory tree is reshaped (rmdir,
+rename). Fds leaving the cache are closed only by `end_request`, so a lent fd never dies under its borrower.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class Layer:
         self.root_fd = os.open(path, DIR_FLAGS)
         self.dev = os.fstat(self.root_fd).st_dev
         self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._retired: list[int] = []
         self._views: OrderedDict[Path, DirView | None] = OrderedDict()
 
     def dirfd(self, path: Path) -> int:
@@ -131,8 +133,7 @@ class Layer:
         fd = os.open(path[-1], DIR_FLAGS, dir_fd=parent)
         self._fds[path] = fd
         if len(self._fds) > FD_CACHE_SIZE:
-            _, old = self._fds.popitem(last=False)
-            os.close(old)
+            self._retired.append(self._fds.popitem(last=False)[1])
         return fd
 
     def view(self, path: Path) -> DirView | None:
@@ -164,12 +165,17 @@ class Layer:
 
     def flush(self) -> None:
         """Forget cached directory fds: call after a directory of this layer moved or vanished."""
-        for fd in self._fds.values():
-            os.close(fd)
+        self._retired.extend(self._fds.values())
         self._fds.clear()
+
+    def end_request(self) -> None:
+        """Close the fds that left the cache during the request that just ended."""
+        while self._retired:
+            os.close(self._retired.pop())
 
     def close(self) -> None:
         self.flush()
+        self.end_request()
         os.close(self.root_fd)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import signal
 from collections.abc import Callable
@@ -30,8 +31,16 @@ def prepare_work(work: str) -> None:
     os.mkdir(ours, 0o700)
 
 
+def raise_fd_limit() -> None:
+    """Directory fds are cached and a big copy-up opens many: take the hard limit, as fuse-overlayfs does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
     """Open every layer and the work dir; returns the filesystem and a function that closes it all."""
+    raise_fd_limit()
     old_umask = os.umask(0)  # modes are set explicitly; the caller's umask was applied by the kernel
     layers: list[Layer] = []
     upper: Upper | None = None

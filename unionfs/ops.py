@@ -38,6 +38,10 @@ def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
         except Exception:
             log.exception("internal error in %s%r", func.__name__, args[1:])
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            ops = args[0]
+            assert isinstance(ops, UnionOperations)
+            ops.fs.end_request()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s%r -> ok", func.__name__, args[1:])
         return result

@@ -45,6 +45,10 @@ class UnionFS:
         self.upper = upper
         self.is_root = os.geteuid() == 0
 
+    def end_request(self) -> None:
+        for layer in self.tree.layers:
+            layer.end_request()
+
     # -- reading -----------------------------------------------------------------------------------------------
 
     def resolve(self, path: Path) -> Node:

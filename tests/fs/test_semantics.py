@@ -1,0 +1,163 @@
+"""Promises of ARCHITECTURE section 3 that the kernel oracle cannot check for us."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.fs.conftest import Mounter
+from tests.support import snapshot, write
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    paths = {n: tmp_path / n for n in ("l1", "l2", "up", "work")}
+    for p in paths.values():
+        p.mkdir()
+    write(paths["l2"] / "etc" / "conf", "base\n")
+    write(paths["l2"] / "usr" / "lib" / "a.so", "A" * 5000)
+    write(paths["l2"] / "usr" / "lib" / "sub" / "b.so", "B")
+    write(paths["l1"] / "usr" / "lib" / "c.so", "C")
+    write(paths["l1"] / "usr" / "share" / "doc", "doc")
+    return paths
+
+
+def rw(mounter: Mounter, d: dict[str, Path]) -> Path:
+    return mounter([d["l1"], d["l2"]], d["up"], d["work"]).mountpoint
+
+
+def test_inode_numbers_stable_equal_in_readdir_and_unchanged_by_copy_up(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    listed = {e.name: e.inode() for e in os.scandir(m / "usr" / "lib")}
+    stated = {n: os.lstat(m / "usr" / "lib" / n).st_ino for n in listed}
+    assert listed == stated
+    before = os.stat(m / "etc" / "conf").st_ino
+    dir_before = os.stat(m / "etc").st_ino
+    with open(m / "etc" / "conf", "a") as f:
+        f.write("more\n")
+    assert (dirs["up"] / "etc" / "conf").exists()  # it was copied up
+    assert os.stat(m / "etc" / "conf").st_ino == before
+    assert os.stat(m / "etc").st_ino == dir_before
+    assert {e.name: e.inode() for e in os.scandir(m / "etc")}["conf"] == before
+    assert len(set(stated.values())) == len(stated)
+
+
+def test_internal_xattrs_and_markers_never_show(mounter: Mounter, dirs) -> None:
+    write(dirs["l2"] / "op" / "below", "hidden")
+    write(dirs["l1"] / "op" / ".wh..wh..opq", "")
+    write(dirs["l1"] / "op" / "above", "shown")
+    os.setxattr(dirs["l1"] / "usr", "user.overlay.opaque", b"n")
+    os.setxattr(dirs["l1"] / "usr", "user.mine", b"1")
+    m = rw(mounter, dirs)
+    assert os.listdir(m / "op") == ["above"]
+    assert os.listxattr(m / "usr") == ["user.mine"]
+    with pytest.raises(OSError) as info:
+        os.getxattr(m / "usr", "user.overlay.opaque")
+    assert info.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as info:
+        os.stat(m / "op" / ".wh..wh..opq")
+    assert info.value.errno == errno.ENOENT
+    with pytest.raises(OSError) as info:
+        os.setxattr(m / "usr", "user.overlay.opaque", b"y")
+    assert info.value.errno == errno.EPERM
+
+
+def test_whiteout_names_are_refused_not_lost(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    for attempt in (
+        lambda: (m / ".wh.conf").write_text("x"),
+        lambda: os.mkdir(m / ".wh.dir"),
+        lambda: os.symlink("x", m / ".wh.link"),
+        lambda: os.rename(m / "etc" / "conf", m / "etc" / ".wh.conf"),
+    ):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EINVAL
+    assert (m / "etc" / "conf").read_text() == "base\n"
+    if os.geteuid() == 0:
+        with pytest.raises(OSError) as info:
+            os.mknod(m / "wh", stat.S_IFCHR | 0o600, 0)
+        assert info.value.errno == errno.EPERM
+
+
+def test_an_fd_opened_before_copy_up_reads_the_new_data(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    with open(m / "etc" / "conf", "rb") as reader:
+        assert reader.read() == b"base\n"
+        with open(m / "etc" / "conf", "r+b") as writer:
+            writer.write(b"BASE")
+        reader.seek(0)
+        assert reader.read() == b"BASE\n"
+
+
+def test_directory_rename_across_layers_has_no_exdev_and_survives_remount(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    os.rename(m / "usr" / "lib", m / "lib64")  # a merged dir: lower l1 + l2
+    os.rename(m / "etc", m / "usr" / "etc2")  # a lower-only dir
+    os.mkdir(m / "fresh")
+    write(m / "fresh" / "f", "upper only")
+    os.rename(m / "fresh", m / "usr" / "share" / "fresh")  # an upper-only dir into a lower dir
+    expected = snapshot(m)
+    assert {k for k in expected if k.startswith("lib64/")} == {
+        "lib64/a.so",
+        "lib64/c.so",
+        "lib64/sub",
+        "lib64/sub/b.so",
+    }
+    assert "usr/lib" not in expected and "etc" not in expected and "usr/etc2/conf" in expected
+    assert (m / "lib64" / "a.so").read_text() == "A" * 5000
+    mount = mounter.mounts[-1]
+    mount.remount()
+    assert snapshot(m) == expected
+
+
+def test_rename_onto_an_empty_lower_directory_hides_what_was_below(mounter: Mounter, dirs) -> None:
+    write(dirs["l2"] / "target" / "gone", "x")
+    m = rw(mounter, dirs)
+    os.unlink(m / "target" / "gone")
+    os.mkdir(m / "src")
+    write(m / "src" / "new", "n")
+    os.rename(m / "src", m / "target")
+    assert os.listdir(m / "target") == ["new"]
+    mounter.mounts[-1].remount()
+    assert os.listdir(m / "target") == ["new"]
+
+
+def test_statfs_reports_the_upper_filesystem(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    ours, upper = os.statvfs(m), os.statvfs(dirs["up"])
+    assert (ours.f_bsize, ours.f_blocks, ours.f_namemax) == (upper.f_bsize, upper.f_blocks, upper.f_namemax)
+
+
+def test_new_entries_get_the_callers_mode_and_setgid_inheritance(mounter: Mounter, dirs) -> None:
+    os.chmod(dirs["l1"] / "usr", 0o2775)  # the top layer's directory gives the merged one its metadata
+    os.chown(dirs["l1"] / "usr", 0, 4242)
+    m = rw(mounter, dirs)
+    old = os.umask(0o022)
+    try:
+        os.mkdir(m / "usr" / "newdir", 0o777)
+        fd = os.open(m / "usr" / "newfile", os.O_CREAT | os.O_WRONLY, 0o666)
+        os.close(fd)
+    finally:
+        os.umask(old)
+    d, f = os.stat(m / "usr" / "newdir"), os.stat(m / "usr" / "newfile")
+    assert stat.S_IMODE(d.st_mode) == 0o2755 and d.st_gid == 4242
+    assert stat.S_IMODE(f.st_mode) == 0o644 and f.st_gid == 4242
+
+
+def test_rmdir_of_a_merged_directory_that_is_not_empty(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    with pytest.raises(OSError) as info:
+        os.rmdir(m / "usr" / "lib")
+    assert info.value.errno == errno.ENOTEMPTY
+    for name in ("a.so", "c.so", "sub/b.so"):
+        os.unlink(m / "usr" / "lib" / name)
+    os.rmdir(m / "usr" / "lib" / "sub")
+    os.rmdir(m / "usr" / "lib")
+    assert sorted(os.listdir(m / "usr")) == ["share"]
+    os.mkdir(m / "usr" / "lib")
+    assert os.listdir(m / "usr" / "lib") == []  # recreated: opaque, nothing below shows
