@@ -173,6 +173,30 @@ class Upper:
         self._copy_nondir(node, self.work_fd, tmp, data)
         renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
+        if node.st.st_nlink > 1:
+            self._link_up(node)
+
+    def _link_up(self, node: Node) -> None:
+        """Give every other visible name of a multiply-linked lower inode the new upper inode too, so the names
+        keep sharing one file (and still do after a remount, in any overlay implementation)."""
+        layer = self.tree.layers[node.layer]
+        for path in layer.hard_links(node.st.st_ino):
+            if path == node.path:
+                continue
+            other = self.tree.resolve(path)
+            if other is None or other.layer != node.layer or other.st.st_ino != node.st.st_ino:
+                continue  # hidden, or shadowed by another file: not a name of this file in the merged view
+            parent = self.tree.resolve(path[:-1])
+            if parent is None:
+                continue
+            parent_fd = self.ensure_dir(parent)
+            os.link(
+                node.name,
+                other.name,
+                src_dir_fd=self.dirfd(node.path[:-1]),
+                dst_dir_fd=parent_fd,
+                follow_symlinks=False,
+            )
 
     def copy_tree(self, node: Node) -> str:
         """A full copy of the merged directory `node` under the work dir; returns its name there."""
@@ -192,6 +216,15 @@ class Upper:
                     # the move is complete
                     os.link(
                         child.name, child.name, src_dir_fd=self.dirfd(node.path), dst_dir_fd=fd, follow_symlinks=False
+                    )
+                elif child.st.st_nlink > 1:
+                    self.copy_up(child)  # with every other name of it, then one more name here
+                    os.link(
+                        child.name,
+                        child.name,
+                        src_dir_fd=self.dirfd(child.path[:-1]),
+                        dst_dir_fd=fd,
+                        follow_symlinks=False,
                     )
                 else:
                     self._copy_nondir(child, fd, child.name, True)

@@ -120,6 +120,7 @@ class Layer:
         self._fds: OrderedDict[Path, int] = OrderedDict()
         self._retired: list[int] = []
         self._views: OrderedDict[Path, DirView | None] = OrderedDict()
+        self._links: dict[int, list[Path]] | None = None
 
     def dirfd(self, path: Path) -> int:
         """A borrowed fd of directory `path` in this layer; raises OSError when it is not a directory here."""
@@ -162,6 +163,27 @@ class Layer:
         if len(self._views) > LISTING_CACHE_SIZE:
             self._views.popitem(last=False)
         return view
+
+    def hard_links(self, ino: int) -> list[Path]:
+        """Every path in this (read-only) layer naming inode `ino`, from a map built once by walking it."""
+        if self._links is None:
+            self._links = {}
+            self._collect_links((), self.root_fd)
+        return self._links.get(ino, [])
+
+    def _collect_links(self, path: Path, fd: int) -> None:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                    try:
+                        self._collect_links((*path, entry.name), child)
+                    finally:
+                        os.close(child)
+                elif st.st_nlink > 1:
+                    assert self._links is not None
+                    self._links.setdefault(st.st_ino, []).append((*path, entry.name))
 
     def flush(self) -> None:
         """Forget cached directory fds: call after a directory of this layer moved or vanished."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .copyup import Upper, proc_path
 from .errors import UnionError
-from .layers import Path
+from .layers import Path, lstat_at
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
 from .tree import Node, Tree
 from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
@@ -315,7 +315,8 @@ class UnionFS:
             upper.discard(tmp)
             raise
         old_fd = upper.dirfd(old_parent.path)
-        if src.layer == 0:
+        left = lstat_at(old_fd, src.name)  # the upper part of the old directory, if it had (or got) one
+        if left is not None and stat.S_ISDIR(left.st_mode):
             upper.remove_entry(old_fd, src.name, src_whiteout)
         elif src_whiteout:
             upper.make_whiteout(old_fd, src.name)

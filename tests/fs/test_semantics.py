@@ -161,3 +161,50 @@ def test_rmdir_of_a_merged_directory_that_is_not_empty(mounter: Mounter, dirs) -
     assert sorted(os.listdir(m / "usr")) == ["share"]
     os.mkdir(m / "usr" / "lib")
     assert os.listdir(m / "usr" / "lib") == []  # recreated: opaque, nothing below shows
+
+
+def test_hard_links_share_one_inode_through_copy_up_rename_and_remount(mounter: Mounter, dirs) -> None:
+    write(dirs["l2"] / "bin" / "tool", "v1\n")
+    os.link(dirs["l2"] / "bin" / "tool", dirs["l2"] / "usr" / "tool-alias")
+    os.link(dirs["l2"] / "bin" / "tool", dirs["l2"] / "etc" / "tool-third")
+    m = rw(mounter, dirs)
+    a, b, c = m / "bin" / "tool", m / "usr" / "tool-alias", m / "etc" / "tool-third"
+    assert os.stat(a).st_ino == os.stat(b).st_ino == os.stat(c).st_ino and os.stat(a).st_nlink == 3
+    with open(b, "a") as f:  # copy-up through one name
+        f.write("v2\n")
+    assert a.read_text() == c.read_text() == "v1\nv2\n"
+    assert os.stat(a).st_ino == os.stat(b).st_ino == os.stat(c).st_ino and os.stat(a).st_nlink == 3
+    os.rename(m / "etc", m / "etc.moved")  # a directory move keeps the link too
+    os.link(a, m / "fourth")
+    with open(m / "fourth", "a") as f:
+        f.write("v3\n")
+    assert (m / "etc.moved" / "tool-third").read_text() == "v1\nv2\nv3\n"
+    mounter.mounts[-1].remount()
+    names = [a, b, m / "etc.moved" / "tool-third", m / "fourth"]
+    assert len({os.stat(n).st_ino for n in names}) == 1 and os.stat(a).st_nlink == 4
+    assert all(n.read_text() == "v1\nv2\nv3\n" for n in names)
+    with open(a, "a") as f:
+        f.write("v4\n")
+    assert b.read_text().endswith("v4\n")
+
+
+def test_reads_follow_copy_up_after_dropping_caches_and_mmap_writes_land(mounter: Mounter, dirs) -> None:
+    import mmap
+
+    m = rw(mounter, dirs)
+    path = m / "usr" / "lib" / "a.so"
+    reader = open(path, "rb", buffering=0)  # no user-space buffer: every read asks the kernel
+    try:
+        assert reader.read(4) == b"AAAA"
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+            mapped[0:4] = b"ZZZZ"
+            mapped.flush()
+        if os.geteuid() == 0:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+        reader.seek(0)
+        assert reader.read(4) == b"ZZZZ"
+    finally:
+        reader.close()
+    assert (dirs["up"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"ZZZZ"
+    assert (dirs["l2"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"AAAA"
