@@ -118,13 +118,15 @@ def _open_tar(src: BinaryIO) -> Iterator[tarfile.TarFile]:
             yield tar
 
 
-def _split(name: str, what: str = "entry") -> Parts:
-    """Validated path components of a tar name: relative, no `..`; `.` and empty components dropped."""
+def _split(name: str, link_of: str | None = None) -> Parts:
+    """Validated path components of a tar name (or of the hard-link target of entry `link_of`): relative,
+    no `..`; `.` and empty components dropped."""
+    label = repr(name) if link_of is None else f"{link_of!r}: hard link target {name!r}"
     if name.startswith("/"):
-        raise LayerError(f"{what} {name!r}: absolute path")
+        raise LayerError(f"{label} is an absolute path")
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
-        raise LayerError(f"{what} {name!r}: '..' component")
+        raise LayerError(f"{label} has a '..' component")
     return parts
 
 
@@ -389,7 +391,7 @@ class _Extractor:
             os.close(fd)
 
     def _hardlink(self, parts: Parts, member: tarfile.TarInfo) -> None:
-        target = _split(member.linkname, "hard link target of")
+        target = _split(member.linkname, member.name)
         if target == parts:
             raise LayerError(f"{member.name!r}: hard link to itself")
         parent_fd = self._parent(parts)

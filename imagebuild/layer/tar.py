@@ -67,10 +67,16 @@ def _clamp(st: os.stat_result, clamp: int | None) -> int:
     return mtime if clamp is None else min(mtime, clamp)
 
 
-def _effective(path: str, st: os.stat_result, xattrs: dict[str, bytes]) -> _Meta:
+def _effective(
+    path: str, st: os.stat_result, xattrs: dict[str, bytes], host_owner: tuple[int, int] | None
+) -> _Meta:
     raw = xattrs.get(wh.OVERRIDE_STAT)
     if raw is None:
-        return _Meta(st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+        uid, gid = st.st_uid, st.st_gid
+        if host_owner is not None:
+            uid = 0 if uid == host_owner[0] else uid
+            gid = 0 if gid == host_owner[1] else gid
+        return _Meta(st.st_mode, uid, gid, st.st_rdev)
     try:
         record = wh.parse_override_stat(raw)
         file_type = stat.S_IFMT(st.st_mode)
@@ -100,9 +106,10 @@ def _pax_xattrs(path: str, xattrs: dict[str, bytes]) -> dict[str, str]:
 class _Writer:
     """Writes one layer directory into an open TarFile (see the module docstring for the format)."""
 
-    def __init__(self, tar: tarfile.TarFile, clamp: int | None) -> None:
+    def __init__(self, tar: tarfile.TarFile, clamp: int | None, host_owner: tuple[int, int] | None) -> None:
         self._tar = tar
         self._clamp = clamp
+        self._host_owner = host_owner
         self._links: dict[tuple[int, int], str] = {}
 
     def write_root(self, root_fd: int) -> None:
@@ -169,7 +176,7 @@ class _Writer:
         if child.whiteout:
             self._marker(path, child.st)
             return
-        meta = _effective(path, child.st, child.xattrs)
+        meta = _effective(path, child.st, child.xattrs, self._host_owner)
         if stat.S_ISDIR(meta.mode):
             self._write_dir(dir_fd, path, child, meta)
             return
@@ -240,14 +247,20 @@ def _open_same(dir_fd: int, child: _Child, flags: int, path: str) -> int:
     return fd
 
 
-def write_layer_tar(layer_dir: str, out: BinaryIO, *, mtime_clamp: int | None) -> None:
-    """Write the deterministic, uncompressed layer tar of `layer_dir` to `out` (see the module docstring)."""
+def write_layer_tar(
+    layer_dir: str, out: BinaryIO, *, mtime_clamp: int | None, host_owner: tuple[int, int] | None = None
+) -> None:
+    """Write the deterministic, uncompressed layer tar of `layer_dir` to `out` (see the module docstring).
+
+    `host_owner` is for rootless layers: entries without an override record (symlinks and fifos, which can
+    carry no user xattrs) owned by this uid / gid on disk are written as owned by 0 / 0.
+    """
     root_fd = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with tarfile.open(
             fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
         ) as tar:
-            _Writer(tar, mtime_clamp).write_root(root_fd)
+            _Writer(tar, mtime_clamp, host_owner).write_root(root_fd)
     finally:
         os.close(root_fd)
 
@@ -277,11 +290,13 @@ class _HashingWriter(io.RawIOBase):
         return "sha256:" + self.hash.hexdigest()
 
 
-def layer_digests(layer_dir: str, mtime_clamp: int | None = None) -> tuple[str, int]:
+def layer_digests(
+    layer_dir: str, mtime_clamp: int | None = None, *, host_owner: tuple[int, int] | None = None
+) -> tuple[str, int]:
     """The diff_id (sha256 of the uncompressed layer tar) and the tar's size, without storing the tar."""
     sink = _HashingWriter()
     with io.BufferedWriter(sink, CHUNK) as buffered:
-        write_layer_tar(layer_dir, buffered, mtime_clamp=mtime_clamp)
+        write_layer_tar(layer_dir, buffered, mtime_clamp=mtime_clamp, host_owner=host_owner)
         buffered.flush()
         return sink.digest, sink.size
 

@@ -17,9 +17,7 @@ from imagebuild.oci import mediatypes
 from imagebuild.oci.digest import sha256_digest
 from imagebuild.oci.fields import Fields, OCIError, canonical_json, check_digest, load_json, put
 
-_MEDIA_TYPE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
-)
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 
 
 def _opt_media_type(fields: Fields, key: str) -> str | None:

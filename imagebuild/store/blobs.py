@@ -1,8 +1,9 @@
 """A content-addressed blob store: `root/blobs/sha256/<hex>`, written crash-safely, read with verification.
 
-Writing: the data goes to a fresh temporary file in `root/tmp` (same filesystem), is hashed on the way, fsynced,
-then renamed to its digest name and the directory fsynced. A crash leaves at most a stray file in `root/tmp`,
-which every reader ignores and `clean_tmp` removes; a blob name only ever appears with its complete content.
+Writing: the data goes to a fresh temporary file in `root/tmp` (same filesystem), is hashed on the way,
+fsynced, then renamed to its digest name and the directory fsynced. A crash leaves at most a stray file in
+`root/tmp`, which every reader ignores and `clean_tmp` removes; a blob name only ever appears with its
+complete content.
 
 Reading: `open` returns a stream that re-hashes what it hands out and raises `BlobError` at EOF when the
 content does not match the digest (corruption, truncation) or the expected size. Only a stream read to its end
@@ -51,7 +52,7 @@ def check_digest(digest: object) -> str:
 
 
 class _VerifyingReader(io.RawIOBase):
-    """Reads a blob file, hashing as it goes; at EOF compares digest and size, raising BlobError on mismatch."""
+    """Reads a blob, hashing as it goes; at EOF compares digest and size, raising BlobError on mismatch."""
 
     def __init__(self, fd: int, digest: str, expected_size: int | None) -> None:
         super().__init__()
@@ -83,9 +84,7 @@ class _VerifyingReader(io.RawIOBase):
     def _check(self) -> None:
         self._checked = True
         if self._expected_size is not None and self._size != self._expected_size:
-            raise BlobError(
-                f"blob {self._digest}: truncated, {self._size} of {self._expected_size} bytes"
-            )
+            raise BlobError(f"blob {self._digest}: truncated, {self._size} of {self._expected_size} bytes")
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self._digest:
             raise BlobError(f"blob {self._digest}: content does not match (got {actual}, {self._size} bytes)")
@@ -176,7 +175,10 @@ class BlobStore:
         with os.scandir(self._tmp_dir) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    if (
+                        entry.is_file(follow_symlinks=False)
+                        and entry.stat(follow_symlinks=False).st_mtime < cutoff
+                    ):
                         os.unlink(entry.path)
                         removed += 1
         return removed
@@ -227,7 +229,9 @@ def _copy_hashing(stream: BinaryIO, fd: int) -> BlobInfo:
 
 def _check_expected(info: BlobInfo, expected_digest: str | None, expected_size: int | None) -> None:
     if expected_size is not None and info.size != expected_size:
-        raise BlobError(f"blob {expected_digest or info.digest}: got {info.size} bytes, expected {expected_size}")
+        raise BlobError(
+            f"blob {expected_digest or info.digest}: got {info.size} bytes, expected {expected_size}"
+        )
     if expected_digest is not None and info.digest != expected_digest:
         raise BlobError(f"blob content is {info.digest}, expected {expected_digest}")
 
