@@ -24,6 +24,8 @@ options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take 
   whiteout=auto|chardev|file
                      how deletions are recorded: a 0/0 character device (needs mknod) or an OCI
                      '.wh.NAME' file; auto picks chardev where allowed
+  metacopy=on        chmod/chown/utimes/xattr changes copy metadata only, data on first write (the
+                     upper then needs its lowers: not a standalone layer)
   fsync=0            do not fsync copied-up files (faster, less safe on power loss)
   allow_other        let other users use the mount (needs user_allow_other in /etc/fuse.conf)
   ro                 read-only even with an upper

@@ -66,6 +66,7 @@ class MountConfig:
     whiteout: str = "auto"
     fsync: bool = True
     timeout: float | None = None
+    metacopy: bool = False
     debug: bool = False
 
     @property
@@ -118,6 +119,10 @@ def apply_options(config: MountConfig, options: str) -> None:
                 config.timeout = float(value)
             except ValueError:
                 raise ConfigError(f"timeout={value}: give a number of seconds") from None
+        elif key == "metacopy":
+            if value not in ("on", "off"):
+                raise ConfigError(f"metacopy={value}: use metacopy=on or metacopy=off")
+            config.metacopy = value == "on"
         elif key == "debug":
             config.debug = True
         elif key not in IGNORED_OPTIONS:

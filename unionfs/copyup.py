@@ -7,12 +7,14 @@ with its own metadata.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
 import shutil
 import stat
 from collections.abc import Callable
+from typing import Literal
 
 from .layers import Layer, Path, lstat_at
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
@@ -21,7 +23,9 @@ from .whiteout import (
     OPAQUE_MARKER,
     OPAQUE_XATTRS,
     OVERRIDE_STAT,
+    TRUSTED_METACOPY,
     TRUSTED_OPAQUE,
+    USER_METACOPY,
     USER_OPAQUE,
     WhiteoutForm,
     is_internal_xattr,
@@ -29,6 +33,7 @@ from .whiteout import (
 )
 
 WORK_SUBDIR = "unionfs"
+Content = Literal["full", "empty", "meta"]
 COPY_CHUNK = 1 << 30
 
 #: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
@@ -81,12 +86,15 @@ class Upper:
         form: WhiteoutForm,
         opaque_xattr: str,
         fsync: bool,
+        metacopy: bool = False,
     ) -> None:
         self.tree = tree
         self.layer: Layer = tree.layers[0]
         self.form = form
         self.opaque_xattr = opaque_xattr
         self.fsync = fsync
+        self.metacopy = metacopy
+        self.metacopy_xattr = TRUSTED_METACOPY if opaque_xattr == TRUSTED_OPAQUE else USER_METACOPY
         self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
         self._names = itertools.count()
         self.alias: AliasHook = lambda st, node: None
@@ -136,14 +144,17 @@ class Upper:
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
-    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, data: bool) -> None:
-        """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name)."""
+    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, content: Content) -> None:
+        """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name). `content` says what of a
+        regular file's data: all of it, none (it is about to be truncated), or none yet (metacopy)."""
         src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         st = node.st
         if stat.S_ISREG(st.st_mode):
             fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
             try:
-                if data:
+                if content == "meta":
+                    os.ftruncate(fd, st.st_size)
+                elif content == "full":
                     src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
                     try:
                         copy_data(src, fd)
@@ -157,10 +168,16 @@ class Upper:
         else:
             os.mknod(dst_name, st.st_mode, st.st_rdev, dir_fd=dst_dir)
         self._set_meta(dst_dir, dst_name, st, proc_path(src_dir, node.name))
+        if content == "meta" and stat.S_ISREG(st.st_mode):
+            os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
 
-    def copy_up(self, node: Node, data: bool = True) -> None:
-        """Bring `node` into the upper at its own path, keeping data (unless `data` is False) and metadata."""
+    def copy_up(self, node: Node, content: Content = "full") -> None:
+        """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data."""
+        if content == "meta" and not (self.metacopy and stat.S_ISREG(node.st.st_mode) and node.st.st_size):
+            content = "full"
         if node.layer == 0:
+            if node.meta_only and content != "meta":
+                self.fill_data(node, content == "full")
             return
         if node.is_dir:
             self.ensure_dir(node)
@@ -170,7 +187,7 @@ class Upper:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
         tmp = self.tmpname()
-        self._copy_nondir(node, self.work_fd, tmp, data)
+        self._copy_nondir(node, self.work_fd, tmp, content)
         renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:
@@ -198,6 +215,31 @@ class Upper:
                 follow_symlinks=False,
             )
 
+    def fill_data(self, node: Node, data: bool = True) -> None:
+        """Finish a metadata-only copy-up in place: the data first, the marker last, so a crash in between leaves
+        a file still read from below. In place keeps the inode, and with it every hard link to it."""
+        parent = self.tree.resolve(node.path[:-1])
+        source = self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
+        upper_dir = self.dirfd(node.path[:-1])
+        fd = os.open(node.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=upper_dir)
+        try:
+            if data and source is not None:
+                src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
+                src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+                try:
+                    copy_data(src, fd)
+                finally:
+                    os.close(src)
+            else:
+                os.ftruncate(fd, 0)
+            self._sync(fd)
+            for attr in (TRUSTED_METACOPY, USER_METACOPY):
+                with contextlib.suppress(OSError):
+                    os.removexattr(fd, attr)
+        finally:
+            os.close(fd)
+        self.alias(os.stat(node.name, dir_fd=upper_dir, follow_symlinks=False), node)
+
     def copy_tree(self, node: Node) -> str:
         """A full copy of the merged directory `node` under the work dir; returns its name there."""
         tmp = self.tmpname()
@@ -212,6 +254,8 @@ class Upper:
                 if child.is_dir:
                     self._copy_dir_into(child, fd, child.name)
                 elif child.layer == 0:
+                    if child.meta_only:
+                        self.fill_data(child)  # its data must move with it
                     # an upper file moves by a second link: no copy, same inode, the original stays until
                     # the move is complete
                     os.link(
@@ -227,7 +271,7 @@ class Upper:
                         follow_symlinks=False,
                     )
                 else:
-                    self._copy_nondir(child, fd, child.name, True)
+                    self._copy_nondir(child, fd, child.name, "full")
                     self.alias(os.stat(child.name, dir_fd=fd, follow_symlinks=False), child)
         finally:
             os.close(fd)

@@ -13,7 +13,14 @@ import os
 import stat
 from collections import OrderedDict
 
-from .whiteout import OPAQUE_MARKER, OPAQUE_XATTRS, is_chardev_whiteout, whited_out_target
+from .whiteout import (
+    OPAQUE_MARKER,
+    OPAQUE_XATTRS,
+    TRUSTED_METACOPY,
+    USER_METACOPY,
+    is_chardev_whiteout,
+    whited_out_target,
+)
 
 Path = tuple[str, ...]
 
@@ -72,6 +79,20 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def is_metacopy(dirfd: int, name: str, st: os.stat_result) -> bool:
+    """A metadata-only copy-up: an upper file whose data still lives in the layers below. Only a regular file
+    with a size and no blocks can be one, which spares the xattr lookup for every other file."""
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_blocks != 0:
+        return False
+    for attr in (TRUSTED_METACOPY, USER_METACOPY):
+        try:
+            os.getxattr(f"/proc/self/fd/{dirfd}/{name}", attr, follow_symlinks=False)
+            return True
+        except OSError:
+            pass
+    return False
 
 
 def is_opaque(dirfd: int) -> bool:

@@ -61,7 +61,7 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
                 opaque = opaque_xattr_for(work_fd)
             finally:
                 os.close(work_fd)
-            upper = Upper(tree, config.work, form, opaque, config.fsync)
+            upper = Upper(tree, config.work, form, opaque, config.fsync, config.metacopy)
     except BaseException:
         for layer in layers:
             layer.close()

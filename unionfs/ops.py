@@ -176,7 +176,7 @@ class UnionOperations(pyfuse3.Operations):
         fd, node = self.fs.open(self._node(inode), flags)
         self._follow_copy_ups()
         fh = self._new_fh()
-        lower = node.layer != 0 or self.fs.upper is None
+        lower = node.layer != 0 or node.meta_only or self.fs.upper is None
         self._files[fh] = FileHandle(inode, fd, lower)
         return pyfuse3.FileInfo(fh=fh, keep_cache=lower)
 

@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .layers import DirView, Layer, Path
+from .layers import DirView, Layer, Path, is_metacopy
 from .whiteout import is_whiteout_name
 
 
@@ -23,6 +23,7 @@ class Node:
     layer: int  # index of the layer holding the entry shown
     st: os.stat_result  # its lstat there (fresh at resolution time)
     layers: tuple[int, ...]  # directories: the layers merged, top first; others: (layer,)
+    meta_only: bool = False  # an upper file whose data is still the lower file's (metacopy)
 
     @property
     def is_dir(self) -> bool:
@@ -82,7 +83,11 @@ class Tree:
                 break
         if found is None:
             return None
-        return Node(path, found[0], found[1], tuple(merged))
+        index, st = found
+        meta_only = False
+        if index == 0 and self.writable and stat.S_ISREG(st.st_mode):
+            meta_only = is_metacopy(self.layers[0].dirfd(parent.path), name, st)
+        return Node(path, index, st, tuple(merged), meta_only)
 
     def _child_opaque(self, index: int, path: Path) -> bool:
         view = self.layers[index].view(path)

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .copyup import Upper, proc_path
+from .copyup import Content, Upper, proc_path
 from .errors import UnionError
 from .layers import Path, lstat_at
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
@@ -87,16 +87,23 @@ class UnionFS:
             raise UnionError(errno.EISDIR)
         writing = bool(flags & (WRITE_FLAGS | os.O_TRUNC))
         if writing:
-            node = self._copy_up(node, data=not flags & os.O_TRUNC)
+            node = self._copy_up(node, "empty" if flags & os.O_TRUNC else "full")
         open_flags = (flags & PASS_FLAGS) | os.O_NOFOLLOW | os.O_CLOEXEC
         if not writing:
             open_flags &= ~os.O_NOATIME
-        fd = os.open(node.name, open_flags, dir_fd=self._dirfd(node))
-        return fd, node
+        data = self._data_node(node)
+        return os.open(data.name, open_flags, dir_fd=self._dirfd(data)), node
+
+    def _data_node(self, node: Node) -> Node:
+        """Where a file's data lives: itself, or for a metadata-only copy-up the lower file below it."""
+        if not node.meta_only:
+            return node
+        parent = self.resolve(node.path[:-1])
+        return self.tree.lookup(parent, node.name, below_upper=True) or node
 
     def reopen_from_upper(self, node: Node, flags: int) -> int | None:
         """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""
-        if node.layer != 0 or self.upper is None:
+        if node.layer != 0 or node.meta_only or self.upper is None:
             return None
         return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd(node))
 
@@ -124,10 +131,10 @@ class UnionFS:
             raise UnionError(errno.EROFS)
         return self.upper
 
-    def _copy_up(self, node: Node, data: bool = True) -> Node:
-        if node.layer == 0:
+    def _copy_up(self, node: Node, content: Content = "full") -> Node:
+        if node.layer == 0 and not (node.meta_only and content != "meta"):
             return node
-        self._writer().copy_up(node, data)
+        self._writer().copy_up(node, content)
         return self.resolve(node.path)
 
     def _owner_for(self, parent: Node, owner: Owner, mode: int) -> tuple[Owner, int]:
@@ -332,7 +339,7 @@ class UnionFS:
         times_ns: tuple[int | None, int | None] = (None, None),
         fd: int | None = None,
     ) -> Node:
-        node = self._copy_up(node, data=size != 0)
+        node = self._copy_up(node, "meta" if size is None else "empty" if size == 0 else "full")
         where = self.location(node)
         if uid is not None or gid is not None:
             os.chown(where, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
@@ -356,11 +363,11 @@ class UnionFS:
     def setxattr(self, node: Node, name: str, value: bytes) -> None:
         if is_internal_xattr(name):
             raise UnionError(errno.EPERM, f"{name} belongs to the union filesystem")
-        node = self._copy_up(node)
+        node = self._copy_up(node, "meta")
         os.setxattr(self.location(node), name, value, follow_symlinks=False)
 
     def removexattr(self, node: Node, name: str) -> None:
         if is_internal_xattr(name):
             raise UnionError(errno.ENODATA)
-        node = self._copy_up(node)
+        node = self._copy_up(node, "meta")
         os.removexattr(self.location(node), name, follow_symlinks=False)

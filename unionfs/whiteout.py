@@ -17,6 +17,9 @@ USER_OPAQUE = "user.overlay.opaque"
 FUSEOVERLAY_OPAQUE = "user.fuseoverlayfs.opaque"
 OPAQUE_XATTRS: tuple[str, ...] = (TRUSTED_OPAQUE, USER_OPAQUE, FUSEOVERLAY_OPAQUE)
 
+TRUSTED_METACOPY = "trusted.overlay.metacopy"
+USER_METACOPY = "user.overlay.metacopy"
+
 OVERRIDE_STAT = "user.containers.override_stat"
 #: xattr namespaces that belong to union filesystems, never shown through the mount nor settable in it.
 INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (

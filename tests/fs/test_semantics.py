@@ -208,3 +208,41 @@ def test_reads_follow_copy_up_after_dropping_caches_and_mmap_writes_land(mounter
         reader.close()
     assert (dirs["up"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"ZZZZ"
     assert (dirs["l2"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"AAAA"
+
+
+def test_metacopy_chmod_copies_no_data_until_the_first_write(mounter: Mounter, dirs, tmp_path: Path) -> None:
+    big = b"0123456789abcdef" * 65536  # 1 MiB
+    write(dirs["l2"] / "big.bin", big)
+    os.link(dirs["l2"] / "big.bin", dirs["l2"] / "etc" / "big-link")
+    m = mounter([dirs["l1"], dirs["l2"]], dirs["up"], dirs["work"], options=["metacopy=on"]).mountpoint
+    reader = open(m / "big.bin", "rb", buffering=0)
+    os.chmod(m / "big.bin", 0o600)
+    os.utime(m / "big.bin", ns=(5_000_000_000, 6_000_000_000))
+    upper = dirs["up"] / "big.bin"
+    assert os.stat(upper).st_blocks == 0 and os.stat(upper).st_size == len(big)  # metadata only
+    assert (m / "big.bin").read_bytes() == big
+    st = os.stat(m / "big.bin")
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime_ns == 6_000_000_000
+    assert (m / "etc" / "big-link").read_bytes() == big
+    with open(m / "etc" / "big-link", "r+b") as f:  # the first write brings the data, for every name
+        f.write(b"XY")
+    assert os.stat(upper).st_blocks > 0
+    assert (m / "big.bin").read_bytes() == b"XY" + big[2:]
+    assert reader.read(4) == b"XY23"  # an fd opened before follows the file
+    reader.close()
+    assert (dirs["l2"] / "big.bin").read_bytes() == big
+    mounter.mounts[-1].remount()
+    assert (m / "big.bin").read_bytes() == b"XY" + big[2:] and os.stat(m / "big.bin").st_ino == os.stat(
+        m / "etc" / "big-link"
+    ).st_ino
+
+
+def test_metacopy_file_survives_remount_and_rename(mounter: Mounter, dirs) -> None:
+    write(dirs["l2"] / "data", "payload" * 1000)
+    m = mounter([dirs["l1"], dirs["l2"]], dirs["up"], dirs["work"], options=["metacopy=on"]).mountpoint
+    os.chown(m / "data", 1000, 1000)
+    mounter.mounts[-1].remount()
+    assert (m / "data").read_text() == "payload" * 1000 and os.stat(m / "data").st_uid == 1000
+    os.rename(m / "data", m / "usr" / "moved")  # a move needs the data: it is copied up first
+    assert (m / "usr" / "moved").read_text() == "payload" * 1000
+    assert os.stat(dirs["up"] / "usr" / "moved").st_blocks > 0
