@@ -28,6 +28,11 @@ options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take 
                      upper then needs its lowers: not a standalone layer)
   fsync=0            do not fsync copied-up files (faster, less safe on power loss)
   allow_other        let other users use the mount (needs user_allow_other in /etc/fuse.conf)
+  uidmapping=C:H:L[:C:H:L...], gidmapping=...
+                     show stored (image) ids C.. as H.. and store requests from H.. as C..
+                     (the fuse-overlayfs form; unmapped ids show as 65534)
+  squash_to_root, squash_to_uid=N, squash_to_gid=N
+                     show every entry as owned by root (or N)
   ro                 read-only even with an upper
   timeout=SECONDS    kernel cache lifetime for entries and attributes
 """

@@ -5,6 +5,7 @@ Every ConfigError message is one line a user can act on: what is wrong, where, a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .copyup import WORK_SUBDIR
 from .errors import ConfigError
+from .idmap import IdMap, IdMapError, Mapping
 
 #: Options containers/storage, mount(8) or fuse-overlayfs callers pass that change nothing here.
 IGNORED_OPTIONS = frozenset(
@@ -53,6 +55,8 @@ IGNORED_OPTIONS = frozenset(
     }
 )
 WHITEOUT_FORMS = ("auto", "chardev", "file")
+MAPPING_KEYS = ("uidmapping=", "gidmapping=")
+MAPPING_TAIL = re.compile(r"^\d+:\d+:\d+(:\d+:\d+:\d+)*$")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class MountConfig:
     fsync: bool = True
     timeout: float | None = None
     metacopy: bool = False
+    ids: IdMap = field(default_factory=IdMap)
     debug: bool = False
 
     @property
@@ -89,13 +94,35 @@ def split_escaped(text: str, sep: str) -> list[str]:
     return parts
 
 
+def join_mapping_items(items: list[str]) -> list[str]:
+    """`uidmapping=0:1000:1,1:100000:65536` continues past a comma: glue such triples back on."""
+    joined: list[str] = []
+    for item in items:
+        if joined and "=" not in item and MAPPING_TAIL.match(item) and joined[-1].startswith(MAPPING_KEYS):
+            joined[-1] += ":" + item
+        else:
+            joined.append(item)
+    return joined
+
+
 def apply_options(config: MountConfig, options: str) -> None:
     """Fold one `-o a=b,c` string into `config`."""
-    for item in split_escaped_keep(options, ","):
+    for item in join_mapping_items(split_escaped_keep(options, ",")):
         if not item:
             continue
         key, _, value = item.partition("=")
-        if key == "lowerdir":
+        if key in ("uidmapping", "gidmapping"):
+            try:
+                mapping = Mapping.parse(value)
+            except IdMapError as exc:
+                raise ConfigError(f"{key}={value}: {exc}") from None
+            if key == "uidmapping":
+                config.ids = dataclasses.replace(config.ids, uids=mapping)
+            else:
+                config.ids = dataclasses.replace(config.ids, gids=mapping)
+        elif key in ("squash_to_root", "squash_to_uid", "squash_to_gid"):
+            apply_squash(config, key, value)
+        elif key == "lowerdir":
             dirs = [d for d in split_escaped(value, ":") if d]
             if not dirs:
                 raise ConfigError("lowerdir= is empty: name at least one lower layer directory")
@@ -127,6 +154,18 @@ def apply_options(config: MountConfig, options: str) -> None:
             config.debug = True
         elif key not in IGNORED_OPTIONS:
             raise ConfigError(f"unknown mount option '{item}': see 'unionfs mount --help' for the options")
+
+
+def apply_squash(config: MountConfig, key: str, value: str) -> None:
+    if key == "squash_to_root":
+        config.ids = dataclasses.replace(config.ids, squash_uid=0, squash_gid=0)
+        return
+    if not value.isdigit():
+        raise ConfigError(f"{key}={value}: give a numeric id")
+    if key == "squash_to_uid":
+        config.ids = dataclasses.replace(config.ids, squash_uid=int(value))
+    else:
+        config.ids = dataclasses.replace(config.ids, squash_gid=int(value))
 
 
 def split_escaped_keep(text: str, sep: str) -> list[str]:
@@ -178,6 +217,14 @@ def mounted_points() -> set[str]:
             fields = line.split(" ")
             points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
     return points
+
+
+def user_allow_other() -> bool:
+    try:
+        with open("/etc/fuse.conf", encoding="utf-8") as conf:
+            return any(line.split("#")[0].strip() == "user_allow_other" for line in conf)
+    except OSError:
+        return False
 
 
 def check_fuse_device() -> None:
@@ -232,6 +279,11 @@ def validate(config: MountConfig) -> MountConfig:
             )
         if not os.access(upper, os.W_OK) or not os.access(work, os.W_OK):
             raise ConfigError(f"upperdir '{upper}' or workdir '{work}' is not writable by you: fix its owner")
+    if config.allow_other and os.geteuid() != 0 and not user_allow_other():
+        raise ConfigError(
+            "allow_other needs 'user_allow_other' in /etc/fuse.conf for ordinary users: ask an "
+            "administrator to add that line, or mount without allow_other"
+        )
     if mountpoint in mounted_points():
         raise ConfigError(f"'{mountpoint}' is already a mount point: unmount it first (unionfs umount {mountpoint})")
     check_fuse_device()

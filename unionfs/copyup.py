@@ -16,7 +16,8 @@ import stat
 from collections.abc import Callable
 from typing import Literal
 
-from .layers import Layer, Path, lstat_at
+from .layers import Layer, Path, lstat_at, read_override
+from .ownership import OverrideStat
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from .tree import Node, Tree
 from .whiteout import (
@@ -87,6 +88,7 @@ class Upper:
         opaque_xattr: str,
         fsync: bool,
         metacopy: bool = False,
+        privileged: bool = True,
     ) -> None:
         self.tree = tree
         self.layer: Layer = tree.layers[0]
@@ -94,6 +96,7 @@ class Upper:
         self.opaque_xattr = opaque_xattr
         self.fsync = fsync
         self.metacopy = metacopy
+        self.privileged = privileged  # may chown to any id and mknod devices; else ownership is recorded
         self.metacopy_xattr = TRUSTED_METACOPY if opaque_xattr == TRUSTED_OPAQUE else USER_METACOPY
         self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
         self._names = itertools.count()
@@ -111,15 +114,36 @@ class Upper:
     def dirfd(self, path: Path) -> int:
         return self.layer.dirfd(path)
 
+    def disk_mode(self, mode: int) -> int:
+        """The permission bits to put on disk: the real ones, or with the owner's bits forced on when the
+        daemon cannot otherwise keep working on entries whose real mode is only recorded."""
+        bits = stat.S_IMODE(mode)
+        if not self.privileged:
+            bits |= 0o700 if stat.S_ISDIR(mode) else 0o600
+        return bits
+
+    def record_owner(self, dirfd: int, name: str, effective: os.stat_result) -> None:
+        """Keep the owner, mode and type the user should see in the override_stat xattr."""
+        if stat.S_ISLNK(effective.st_mode) or stat.S_ISFIFO(effective.st_mode) or stat.S_ISSOCK(effective.st_mode):
+            return  # Linux keeps user.* xattrs off these: they show the daemon's owner (devices are placeholders)
+        record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev)
+        os.setxattr(proc_path(dirfd, name or None), OVERRIDE_STAT, record.encode(), follow_symlinks=False)
+
+    def set_owner_mode(self, dirfd: int, name: str, effective: os.stat_result) -> None:
+        """Make dirfd/name show `effective`'s owner and mode: for real where we may, else by record."""
+        where = proc_path(dirfd, name or None)  # no name: the directory dirfd itself (the mount's root)
+        if self.privileged:
+            os.chown(where, effective.st_uid, effective.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(effective.st_mode):
+            os.chmod(where, self.disk_mode(effective.st_mode))
+        if not self.privileged or read_override(dirfd, name or None) is not None:
+            self.record_owner(dirfd, name, effective)
+
     def _set_meta(self, dirfd: int, name: str, st: os.stat_result, src: str | None) -> None:
         """Give dirfd/name the owner, mode, xattrs and times of `st` (read from `src`)."""
-        target = proc_path(dirfd, name)
-        if os.geteuid() == 0:
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=dirfd, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(target, stat.S_IMODE(st.st_mode))
         if src is not None:
-            copy_xattrs(src, target)
+            copy_xattrs(src, proc_path(dirfd, name))
+        self.set_owner_mode(dirfd, name, st)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 
     def _sync(self, fd: int) -> None:
@@ -165,11 +189,21 @@ class Upper:
                 os.close(fd)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(node.name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            self.make_device(dst_dir, dst_name, st.st_mode, st.st_rdev)
         else:
             os.mknod(dst_name, st.st_mode, st.st_rdev, dir_fd=dst_dir)
         self._set_meta(dst_dir, dst_name, st, proc_path(src_dir, node.name))
         if content == "meta" and stat.S_ISREG(st.st_mode):
             os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
+
+    def make_device(self, dirfd: int, name: str, mode: int, rdev: int) -> None:
+        """A device node, or without the privilege to make one an empty placeholder file whose record (set by
+        the caller) says which device it is."""
+        if self.privileged:
+            os.mknod(name, mode, rdev, dir_fd=dirfd)
+        else:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dirfd))
 
     def copy_up(self, node: Node, content: Content = "full") -> None:
         """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data."""
@@ -368,6 +402,20 @@ def opaque_xattr_for(work_fd: int) -> str:
         return USER_OPAQUE
     finally:
         os.rmdir(probe, dir_fd=work_fd)
+
+
+def can_chown(work_fd: int) -> bool:
+    """Whether this process may give files away (root, or CAP_CHOWN over ids beyond its own)."""
+    probe = f"#probe.{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=work_fd))
+    try:
+        other = 1 if os.geteuid() != 1 else 2
+        os.chown(probe, other, other, dir_fd=work_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe, dir_fd=work_fd)
 
 
 def chardev_whiteouts_allowed(work_fd: int) -> bool:

@@ -13,9 +13,12 @@ import os
 import stat
 from collections import OrderedDict
 
+from .ownership import OverrideError, OverrideStat
+from .ownership import parse as parse_override
 from .whiteout import (
     OPAQUE_MARKER,
     OPAQUE_XATTRS,
+    OVERRIDE_STAT,
     TRUSTED_METACOPY,
     USER_METACOPY,
     is_chardev_whiteout,
@@ -62,7 +65,7 @@ class LiveDirView(DirView):
         st = lstat_at(self.fd, name)
         if st is None or is_chardev_whiteout(st.st_mode, st.st_rdev):
             return None
-        return st
+        return effective_stat(self.fd, name, st)
 
     def whited(self, name: str) -> bool:
         st = lstat_at(self.fd, name)
@@ -79,6 +82,23 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def read_override(dirfd: int, name: str | None) -> OverrideStat | None:
+    """The ownership record of dirfd/name (of dirfd itself when name is None), if it has a valid one."""
+    where = f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+    try:
+        return parse_override(os.getxattr(where, OVERRIDE_STAT, follow_symlinks=False))
+    except (OSError, OverrideError):
+        return None
+
+
+def effective_stat(dirfd: int, name: str | None, st: os.stat_result) -> os.stat_result:
+    """What the mount shows of an entry: its lstat with any recorded ownership applied."""
+    if stat.S_ISLNK(st.st_mode):
+        return st  # symlinks cannot carry user.* xattrs
+    record = read_override(dirfd, name)
+    return st if record is None else record.apply(st)
 
 
 def is_metacopy(dirfd: int, name: str, st: os.stat_result) -> bool:
@@ -125,7 +145,7 @@ def read_view(dirfd: int) -> DirView:
         if is_chardev_whiteout(st.st_mode, st.st_rdev):
             whiteouts.add(name)
         else:
-            entries[name] = st
+            entries[name] = effective_stat(dirfd, name, st)
     return DirView(entries, whiteouts, opaque or is_opaque(dirfd))
 
 

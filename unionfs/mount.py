@@ -13,7 +13,7 @@ import pyfuse3
 import trio
 
 from .config import MountConfig
-from .copyup import WORK_SUBDIR, Upper, chardev_whiteouts_allowed, opaque_xattr_for
+from .copyup import WORK_SUBDIR, Upper, can_chown, chardev_whiteouts_allowed, opaque_xattr_for
 from .layers import Layer
 from .ops import Timeouts, UnionOperations
 from .tree import Tree
@@ -59,9 +59,10 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
                 else:
                     form = WhiteoutForm(config.whiteout)
                 opaque = opaque_xattr_for(work_fd)
+                privileged = can_chown(work_fd)
             finally:
                 os.close(work_fd)
-            upper = Upper(tree, config.work, form, opaque, config.fsync, config.metacopy)
+            upper = Upper(tree, config.work, form, opaque, config.fsync, config.metacopy, privileged)
     except BaseException:
         for layer in layers:
             layer.close()
@@ -77,8 +78,12 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
     return UnionFS(tree, upper), close
 
 
-def fuse_options(config: MountConfig) -> set[str]:
-    options = {"fsname=unionfs", "subtype=unionfs", "default_permissions"}
+def fuse_options(config: MountConfig, privileged: bool) -> set[str]:
+    """Privileged, the kernel checks permissions against what we show. Unprivileged, the mounting user is root
+    of its own mount (as under fakeroot) and no check applies to it; ops.py checks other users itself."""
+    options = {"fsname=unionfs", "subtype=unionfs"}
+    if privileged:
+        options.add("default_permissions")
     if config.allow_other:
         options.add("allow_other")
     if config.read_only or config.upper is None:
@@ -112,9 +117,10 @@ async def _serve() -> None:
 def serve(config: MountConfig, ready: Callable[[], None]) -> None:
     """Mount, call `ready` once the mount exists, serve until unmounted or signalled, then clean up."""
     fs, close = build(config)
-    ops = UnionOperations(fs, timeouts(config))
+    privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
+    ops = UnionOperations(fs, timeouts(config), config.ids)
     try:
-        pyfuse3.init(ops, config.mountpoint, fuse_options(config))
+        pyfuse3.init(ops, config.mountpoint, fuse_options(config, privileged))
     except BaseException:
         close()
         raise

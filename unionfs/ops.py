@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
+from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
 from .tree import Node
 from .union import Owner, UnionFS
@@ -66,10 +67,11 @@ class Timeouts:
 class UnionOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, fs: UnionFS, timeouts: Timeouts) -> None:
+    def __init__(self, fs: UnionFS, timeouts: Timeouts, ids: IdMap | None = None) -> None:
         super().__init__()
         self.fs = fs
         self.timeouts = timeouts
+        self.ids = ids or IdMap()
         self.inodes = InodeTable()
         self._files: dict[int, FileHandle] = {}
         self._dirs: dict[int, tuple[int, Node, list[Node]]] = {}
@@ -115,8 +117,8 @@ class UnionOperations(pyfuse3.Operations):
         attr.st_mode = st.st_mode
         # a merged directory's link count is unknowable cheaply; 1 tells find(1) not to rely on it
         attr.st_nlink = 1 if node is not None and len(node.layers) > 1 else st.st_nlink
-        attr.st_uid = st.st_uid
-        attr.st_gid = st.st_gid
+        attr.st_uid = self.ids.show_uid(st.st_uid)
+        attr.st_gid = self.ids.show_gid(st.st_gid)
         attr.st_rdev = st.st_rdev
         attr.st_size = st.st_size
         attr.st_blksize = st.st_blksize
@@ -134,6 +136,10 @@ class UnionOperations(pyfuse3.Operations):
         attr = self._attrs(node.st, nodeid, node)
         self.inodes.remember(nodeid, parent, node.name)
         return attr
+
+    def _owner(self, ctx: Any) -> Owner:
+        """Who a request's new entry belongs to, in the ids the layers store."""
+        return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid))
 
     def _child(self, parent: int, name: bytes) -> tuple[Node, str]:
         return self._node(parent), os.fsdecode(name)
@@ -285,8 +291,8 @@ class UnionOperations(pyfuse3.Operations):
         node = self.fs.setattr(
             self._node(inode),
             mode=attr.st_mode if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None,
+            uid=self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
+            gid=self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
             size=attr.st_size if fields.update_size else None,
             times_ns=(
                 attr.st_atime_ns if fields.update_atime else None,
@@ -302,7 +308,7 @@ class UnionOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent, child = self._child(parent_inode, name)
-        fd, node = self.fs.create(parent, child, mode, flags, Owner(ctx.uid, ctx.gid))
+        fd, node = self.fs.create(parent, child, mode, flags, self._owner(ctx))
         fh = self._new_fh()
         attr = self._entry(node, parent_inode)
         self._files[fh] = FileHandle(attr.st_ino, fd, False)
@@ -311,17 +317,17 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
-        return self._entry(self.fs.mkdir(parent, child, mode, Owner(ctx.uid, ctx.gid)), parent_inode)
+        return self._entry(self.fs.mkdir(parent, child, mode, self._owner(ctx)), parent_inode)
 
     @translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
-        return self._entry(self.fs.mknod(parent, child, mode, rdev, Owner(ctx.uid, ctx.gid)), parent_inode)
+        return self._entry(self.fs.mknod(parent, child, mode, rdev, self._owner(ctx)), parent_inode)
 
     @translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
-        node = self.fs.symlink(parent, child, os.fsdecode(target), Owner(ctx.uid, ctx.gid))
+        node = self.fs.symlink(parent, child, os.fsdecode(target), self._owner(ctx))
         return self._entry(node, parent_inode)
 
     @translate

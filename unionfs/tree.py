@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .layers import DirView, Layer, Path, is_metacopy
+from .layers import DirView, Layer, Path, effective_stat, is_metacopy
 from .whiteout import is_whiteout_name
 
 
@@ -51,7 +51,8 @@ class Tree:
             if view.opaque:
                 break
         top = contributing[0]
-        return Node((), top, os.fstat(self.layers[top].root_fd), tuple(contributing))
+        root_fd = self.layers[top].root_fd
+        return Node((), top, effective_stat(root_fd, None, os.fstat(root_fd)), tuple(contributing))
 
     def lookup(self, parent: Node, name: str, *, below_upper: bool = False) -> Node | None:
         """The child `name` of directory `parent`, or None. With below_upper, ignore the upper layer."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .copyup import Content, Upper, proc_path
 from .errors import UnionError
 from .layers import Path, lstat_at
+from .ownership import replace_stat
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
 from .tree import Node, Tree
 from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
@@ -43,7 +44,6 @@ class UnionFS:
     def __init__(self, tree: Tree, upper: Upper | None) -> None:
         self.tree = tree
         self.upper = upper
-        self.is_root = os.geteuid() == 0
 
     def end_request(self) -> None:
         for layer in self.tree.layers:
@@ -153,6 +153,7 @@ class UnionFS:
         build: Callable[[int, str], None],
         owner: Owner | None,
         mode: int,
+        rdev: int = 0,
     ) -> Node:
         """Create `name` in `parent`: build it under the work dir, give it its owner and mode, move it in."""
         upper = self._writer()
@@ -168,11 +169,11 @@ class UnionFS:
         try:
             if owner is not None:  # a new inode (not a new name of an existing one)
                 owner, mode = self._owner_for(parent, owner, mode)
-                if self.is_root:
-                    os.chown(tmp, owner.uid, owner.gid, dir_fd=upper.work_fd, follow_symlinks=False)
-                if not stat.S_ISLNK(mode):
-                    os.chmod(proc_path(upper.work_fd, tmp), stat.S_IMODE(mode))
-                upper.fresh(os.stat(tmp, dir_fd=upper.work_fd, follow_symlinks=False))
+                st = os.stat(tmp, dir_fd=upper.work_fd, follow_symlinks=False)
+                upper.set_owner_mode(
+                    upper.work_fd, tmp, replace_stat(st, uid=owner.uid, gid=owner.gid, mode=mode, rdev=rdev)
+                )
+                upper.fresh(st)
             if opaque:
                 upper.make_opaque(upper.work_fd, tmp)
             upper.place_new(tmp, parent_fd, name, is_dir)
@@ -209,9 +210,15 @@ class UnionFS:
     def mknod(self, parent: Node, name: str, mode: int, rdev: int, owner: Owner) -> Node:
         if is_chardev_whiteout(mode, rdev):
             raise UnionError(errno.EPERM, "a 0/0 character device is a whiteout")
-        return self._new_entry(
-            parent, name, False, lambda work, tmp: os.mknod(tmp, mode, rdev, dir_fd=work), owner, mode
-        )
+        upper = self._writer()
+
+        def build(work: int, tmp: str) -> None:
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                upper.make_device(work, tmp, mode, rdev)
+            else:
+                os.mknod(tmp, mode, rdev, dir_fd=work)
+
+        return self._new_entry(parent, name, False, build, owner, mode, rdev)
 
     def symlink(self, parent: Node, name: str, target: str, owner: Owner) -> Node:
         return self._new_entry(
@@ -341,10 +348,8 @@ class UnionFS:
     ) -> Node:
         node = self._copy_up(node, "meta" if size is None else "empty" if size == 0 else "full")
         where = self.location(node)
-        if uid is not None or gid is not None:
-            os.chown(where, -1 if uid is None else uid, -1 if gid is None else gid, follow_symlinks=False)
-        if mode is not None and not stat.S_ISLNK(node.st.st_mode):
-            os.chmod(where, stat.S_IMODE(mode))
+        if uid is not None or gid is not None or mode is not None:
+            self._change_owner_mode(node, uid, gid, mode)
         if size is not None:
             if fd is not None:
                 os.ftruncate(fd, size)
@@ -359,6 +364,19 @@ class UnionFS:
                 follow_symlinks=False,
             )
         return self.resolve(node.path)
+
+    def _change_owner_mode(self, node: Node, uid: int | None, gid: int | None, mode: int | None) -> None:
+        st = node.st
+        new_mode = st.st_mode if mode is None else stat.S_IFMT(st.st_mode) | stat.S_IMODE(mode)
+        if (uid is not None or gid is not None) and mode is None and not stat.S_ISDIR(st.st_mode):
+            # a change of owner drops setuid, and setgid where it means something, as the kernel does
+            new_mode &= ~stat.S_ISUID
+            if new_mode & stat.S_IXGRP:
+                new_mode &= ~stat.S_ISGID
+        effective = replace_stat(
+            st, uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid, mode=new_mode
+        )
+        self._writer().set_owner_mode(self._dirfd(node), node.name, effective)
 
     def setxattr(self, node: Node, name: str, value: bytes) -> None:
         if is_internal_xattr(name):
