@@ -126,14 +126,17 @@ class Upper:
         """Keep the owner, mode and type the user should see in the override_stat xattr."""
         if stat.S_ISLNK(effective.st_mode) or stat.S_ISFIFO(effective.st_mode) or stat.S_ISSOCK(effective.st_mode):
             return  # Linux keeps user.* xattrs off these: they show the daemon's owner (devices are placeholders)
-        record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev)
-        os.setxattr(proc_path(dirfd, name or None), OVERRIDE_STAT, record.encode(), follow_symlinks=False)
+        record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev).encode()
+        if name:
+            os.setxattr(proc_path(dirfd, name), OVERRIDE_STAT, record, follow_symlinks=False)
+        else:
+            os.setxattr(dirfd, OVERRIDE_STAT, record)  # the directory itself (the mount's root)
 
     def set_owner_mode(self, dirfd: int, name: str, effective: os.stat_result) -> None:
         """Make dirfd/name show `effective`'s owner and mode: for real where we may, else by record."""
-        where = proc_path(dirfd, name or None)  # no name: the directory dirfd itself (the mount's root)
+        where: str | int = proc_path(dirfd, name) if name else dirfd  # no name: dirfd itself (the root)
         if self.privileged:
-            os.chown(where, effective.st_uid, effective.st_gid, follow_symlinks=False)
+            os.chown(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
         if not stat.S_ISLNK(effective.st_mode):
             os.chmod(where, self.disk_mode(effective.st_mode))
         if not self.privileged or read_override(dirfd, name or None) is not None:

@@ -14,7 +14,7 @@ import trio
 
 from .config import MountConfig
 from .copyup import WORK_SUBDIR, Upper, can_chown, chardev_whiteouts_allowed, opaque_xattr_for
-from .layers import Layer
+from .layers import Layer, effective_stat, read_override
 from .ops import Timeouts, UnionOperations
 from .tree import Tree
 from .union import UnionFS
@@ -63,6 +63,8 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
             finally:
                 os.close(work_fd)
             upper = Upper(tree, config.work, form, opaque, config.fsync, config.metacopy, privileged)
+            if not privileged:
+                mark_recorded_layer(upper)
     except BaseException:
         for layer in layers:
             layer.close()
@@ -76,6 +78,14 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
             layer.close()
 
     return UnionFS(tree, upper), close
+
+
+def mark_recorded_layer(upper: Upper) -> None:
+    """Give the upper's root an ownership record, as containers/storage marks its rootless layers: other
+    readers (fuse-overlayfs) honour a layer's records only when its root carries one."""
+    root_fd = upper.layer.root_fd
+    if read_override(root_fd, None) is None:
+        upper.record_owner(root_fd, "", effective_stat(root_fd, None, os.fstat(root_fd)))
 
 
 def fuse_options(config: MountConfig, privileged: bool) -> set[str]:
@@ -118,7 +128,7 @@ def serve(config: MountConfig, ready: Callable[[], None]) -> None:
     """Mount, call `ready` once the mount exists, serve until unmounted or signalled, then clean up."""
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
-    ops = UnionOperations(fs, timeouts(config), config.ids)
+    ops = UnionOperations(fs, timeouts(config), config.ids, check_others=config.allow_other and not privileged)
     try:
         pyfuse3.init(ops, config.mountpoint, fuse_options(config, privileged))
     except BaseException:

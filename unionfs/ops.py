@@ -14,6 +14,7 @@ import pyfuse3
 
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
+from .permissions import EXEC, READ, WRITE, allowed, may_delete
 from .tree import Node
 from .union import Owner, UnionFS
 
@@ -67,8 +68,10 @@ class Timeouts:
 class UnionOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, fs: UnionFS, timeouts: Timeouts, ids: IdMap | None = None) -> None:
+    def __init__(self, fs: UnionFS, timeouts: Timeouts, ids: IdMap | None = None, check_others: bool = False) -> None:
         super().__init__()
+        self.check_others = check_others  # unprivileged with allow_other: the kernel checks no one
+        self.owner_uid = os.geteuid()
         self.fs = fs
         self.timeouts = timeouts
         self.ids = ids or IdMap()
@@ -137,6 +140,22 @@ class UnionOperations(pyfuse3.Operations):
         self.inodes.remember(nodeid, parent, node.name)
         return attr
 
+    def _foreign(self, ctx: Any) -> bool:
+        return self.check_others and ctx is not None and ctx.uid not in (self.owner_uid, 0)
+
+    def _require(self, ctx: Any, node: Node, mask: int) -> None:
+        """For another user of an unprivileged mount: the POSIX check the kernel would have made."""
+        if self._foreign(ctx):
+            uid = self.ids.store_uid(ctx.uid)
+            gids = {self.ids.store_gid(g) for g in (ctx.gid, *pyfuse3.get_sup_groups(ctx.pid))}
+            if not allowed(node.st, uid, gids, mask):
+                raise pyfuse3.FUSEError(errno.EACCES)
+
+    def _require_delete(self, ctx: Any, parent: Node, victim: Node) -> None:
+        self._require(ctx, parent, WRITE | EXEC)
+        if self._foreign(ctx) and not may_delete(parent.st, victim.st, self.ids.store_uid(ctx.uid)):
+            raise pyfuse3.FUSEError(errno.EPERM)
+
     def _owner(self, ctx: Any) -> Owner:
         """Who a request's new entry belongs to, in the ids the layers store."""
         return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid))
@@ -149,6 +168,7 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         parent_node, child = self._child(parent_inode, name)
+        self._require(ctx, parent_node, EXEC)
         node = self.fs.tree.lookup(parent_node, child) if parent_node.is_dir else None
         if node is None:
             negative = pyfuse3.EntryAttributes()
@@ -179,7 +199,14 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        fd, node = self.fs.open(self._node(inode), flags)
+        node = self._node(inode)
+        if self._foreign(ctx):
+            access = flags & os.O_ACCMODE
+            mask = (READ if access != os.O_WRONLY else 0) | (
+                WRITE if access != os.O_RDONLY or flags & os.O_TRUNC else 0
+            )
+            self._require(ctx, node, mask)
+        fd, node = self.fs.open(node, flags)
         self._follow_copy_ups()
         fh = self._new_fh()
         lower = node.layer != 0 or node.meta_only or self.fs.upper is None
@@ -214,6 +241,7 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
+        self._require(ctx, node, READ)
         children = self.fs.children(node)
         fh = self._new_fh()
         self._dirs[fh] = (inode, node, children)
@@ -262,7 +290,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def access(self, inode: int, mode: int, ctx: Any) -> bool:
-        self._node(inode)
+        node = self._node(inode)
+        self._require(ctx, node, mode & (READ | WRITE | EXEC))
         return True
 
     @translate
@@ -277,19 +306,26 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        self.fs.setxattr(self._node(inode), os.fsdecode(name), value)
+        node = self._node(inode)
+        self._require(ctx, node, WRITE)
+        self.fs.setxattr(node, os.fsdecode(name), value)
         self._follow_copy_ups()
 
     @translate
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        self.fs.removexattr(self._node(inode), os.fsdecode(name))
+        node = self._node(inode)
+        self._require(ctx, node, WRITE)
+        self.fs.removexattr(node, os.fsdecode(name))
         self._follow_copy_ups()
 
     @translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         handle = self._files.get(fh) if fh is not None else None
+        node = self._node(inode)
+        if self._foreign(ctx):
+            self._check_setattr(ctx, node, attr, fields)
         node = self.fs.setattr(
-            self._node(inode),
+            node,
             mode=attr.st_mode if fields.update_mode else None,
             uid=self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
             gid=self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
@@ -303,11 +339,26 @@ class UnionOperations(pyfuse3.Operations):
         self._follow_copy_ups()
         return self._attrs(node.st, inode, node)
 
+    def _check_setattr(self, ctx: Any, node: Node, attr: Any, fields: Any) -> None:
+        uid = self.ids.store_uid(ctx.uid)
+        owner = uid == node.st.st_uid
+        if fields.update_uid and self.ids.store_uid(attr.st_uid) != node.st.st_uid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_gid and not owner:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_mode and not owner:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if (fields.update_atime or fields.update_mtime) and not owner:
+            self._require(ctx, node, WRITE)
+        if fields.update_size:
+            self._require(ctx, node, WRITE)
+
     @translate
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         parent, child = self._child(parent_inode, name)
+        self._require(ctx, parent, WRITE | EXEC)
         fd, node = self.fs.create(parent, child, mode, flags, self._owner(ctx))
         fh = self._new_fh()
         attr = self._entry(node, parent_inode)
@@ -317,22 +368,26 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
+        self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mkdir(parent, child, mode, self._owner(ctx)), parent_inode)
 
     @translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
+        self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mknod(parent, child, mode, rdev, self._owner(ctx)), parent_inode)
 
     @translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(parent_inode, name)
+        self._require(ctx, parent, WRITE | EXEC)
         node = self.fs.symlink(parent, child, os.fsdecode(target), self._owner(ctx))
         return self._entry(node, parent_inode)
 
     @translate
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(new_parent_inode, new_name)
+        self._require(ctx, parent, WRITE | EXEC)
         node = self.fs.link(self._node(inode), parent, child)
         self._follow_copy_ups()
         return self._entry(node, new_parent_inode)
@@ -341,6 +396,7 @@ class UnionOperations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
+        self._require_delete(ctx, parent, node)
         self.fs.unlink(parent, child)
         if node.st.st_nlink <= 1:
             self.inodes.unlinked(self.inodes.nodeid(node))
@@ -349,6 +405,7 @@ class UnionOperations(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
+        self._require_delete(ctx, parent, node)
         self.fs.rmdir(parent, child)
         self.inodes.unlinked(self.inodes.nodeid(node))
 
@@ -361,6 +418,11 @@ class UnionOperations(pyfuse3.Operations):
         src = self.fs.lookup(old_parent, old)
         src_id = self.inodes.nodeid(src)
         dst = self.fs.tree.lookup(new_parent, new)
+        self._require_delete(ctx, old_parent, src)
+        if dst is not None:
+            self._require_delete(ctx, new_parent, dst)
+        else:
+            self._require(ctx, new_parent, WRITE | EXEC)
         self.fs.rename(old_parent, old, new_parent, new, flags)
         if dst is not None:
             dst_id = self.inodes.nodeid(dst)

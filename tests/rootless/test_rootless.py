@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,30 @@ def test_user_sees_image_owners_and_its_changes_survive_a_root_remount(user: Use
     with UnionMount(workspace / "rootmnt", layers, up, work) as m:
         as_root = json.loads(json.dumps({k: list(v) for k, v in snapshot(m).items()}, default=list))
     assert as_root == after
+    # and fuse-overlayfs, another reader of these forms, sees it too with our upper as its top lower layer
+    if shutil.which("fuse-overlayfs"):
+        fo = workspace / "fomnt"
+        for d in ("fo", "fomnt", "foup", "fowork"):
+            (workspace / d).mkdir()
+        lowers = ":".join(map(str, [up, *layers]))
+        subprocess.run(
+            [
+                "fuse-overlayfs",
+                "-o",
+                f"lowerdir={lowers},upperdir={workspace / 'foup'},workdir={workspace / 'fowork'}",
+                str(fo),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            theirs = json.loads(json.dumps({k: list(v) for k, v in snapshot(fo).items()}, default=list))
+        finally:
+            subprocess.run(["fusermount3", "-u", str(fo)], capture_output=True)
+        for desc in theirs.values():  # fuse-overlayfs lists the record itself; we keep it internal
+            if len(desc) > 4 and isinstance(desc[4], list):
+                desc[4] = [x for x in desc[4] if x[0] != OVERRIDE_STAT]
+        assert theirs == after
 
 
 def as_rootless_extraction(layers: list[Path], uid: int, gid: int) -> None:
@@ -210,3 +235,45 @@ def test_rootless_errors_say_what_to_do(user: User, setup) -> None:
     assert done.returncode == 2 and "not writable by you" in done.stderr
     assert subprocess.run(["grep", "-q", str(mnt), "/proc/mounts"]).returncode != 0
     assert UNIONFS  # the CLI under test is the same module the user runs
+
+
+@pytest.fixture
+def user_allow_other() -> Iterator[None]:
+    conf = Path("/etc/fuse.conf")
+    before = conf.read_text() if conf.exists() else None
+    conf.write_text((before or "") + "\nuser_allow_other\n")
+    try:
+        yield
+    finally:
+        if before is None:
+            conf.unlink()
+        else:
+            conf.write_text(before)
+
+
+def test_other_users_get_ordinary_checks_while_the_owner_is_root_of_its_mount(
+    user: User, setup, user_allow_other: None
+) -> None:
+    layers, up, work, mnt = setup
+    write(layers[2] / "private", "secret\n", 0o600)
+    (layers[2] / "shared").mkdir(mode=0o777)
+    os.chmod(layers[2] / "shared", 0o1777)
+    mount_as_user(user, layers, up, work, mnt, "allow_other")
+    nobody = User("nobody", 65534, 65534, user.python, user.pythonpath, user.base)
+    try:
+        # the mounting user: fakeroot powers over root-owned files
+        user.run("sh", "-c", f"echo owner >> {mnt}/etc/passwd && chmod 000 {mnt}/etc/hostname")
+        checks = f"""
+cd {mnt}
+cat etc/passwd >/dev/null && echo read-ok
+echo x >> etc/passwd 2>/dev/null && echo write-passwd
+cat private >/dev/null 2>&1 && echo read-private
+cat etc/hostname >/dev/null 2>&1 && echo read-hostname
+touch newfile 2>/dev/null && echo create-root-dir
+touch shared/mine && echo create-shared
+rm -f opt/app 2>/dev/null && echo delete-root
+"""
+        out = nobody.run("sh", "-c", checks, check=False).stdout.split()
+    finally:
+        user.unionfs("umount", str(mnt), check=False)
+    assert out == ["read-ok", "create-shared"]
