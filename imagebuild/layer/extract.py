@@ -203,7 +203,7 @@ class _Extractor:
     def _implicit_dir(self, fd: int, parts: Parts) -> None:
         """A parent the tar did not list: root-owned, mode 0755 (like docker)."""
         if self._rootless:
-            set_xattr(fd, wh.OVERRIDE_STAT, wh.OverrideStat(0, 0, _IMPLICIT_DIR_MODE).encode())
+            set_xattr(fd, wh.OVERRIDE_STAT, wh.OverrideStat(0, 0, stat.S_IFDIR | _IMPLICIT_DIR_MODE).encode())
         self._dirs[parts] = _DirMeta(_IMPLICIT_DIR_MODE, None)
 
     def _parent(self, parts: Parts) -> int:
@@ -251,10 +251,13 @@ class _Extractor:
             return stat.S_IMODE(mode)
         return (mode & 0o777) | (0o700 if is_dir else 0o600)
 
-    def _own(self, target: int | str, parent_fd: int, member: tarfile.TarInfo, file_type: int = 0) -> None:
+    def _own(
+        self, target: int | str, parent_fd: int, member: tarfile.TarInfo, file_type: int = 0, rdev: int = 0
+    ) -> None:
         """Owner (chown, or the override record when rootless); `target` is an fd or a name in parent_fd."""
         if self._rootless:
-            record = wh.OverrideStat(member.uid, member.gid, file_type | stat.S_IMODE(member.mode))
+            kind = file_type or _member_type(member)
+            record = wh.OverrideStat(member.uid, member.gid, kind | stat.S_IMODE(member.mode), rdev)
             self._xattr(target, parent_fd, wh.OVERRIDE_STAT, record.encode(), lenient=False)
         elif isinstance(target, int):
             os.fchown(target, member.uid, member.gid)
@@ -381,9 +384,7 @@ class _Extractor:
         fd = os.open(name, _O_NEW, 0o600, dir_fd=parent_fd)
         try:
             file_type = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            self._own(fd, parent_fd, member, file_type)
-            device = wh.format_device(member.devmajor, member.devminor)
-            self._xattr(fd, parent_fd, wh.DEVICE_XATTR, device, lenient=False)
+            self._own(fd, parent_fd, member, file_type, os.makedev(member.devmajor, member.devminor))
             os.fchmod(fd, 0o600)
             self._xattrs(fd, parent_fd, member)
             self._utime(fd, parent_fd, member)
@@ -457,7 +458,11 @@ class _Extractor:
         if () not in self._dirs:
             self._dirs[()] = _DirMeta(root_mode, None)
             if self._rootless:
-                set_xattr(self._root_fd, wh.OVERRIDE_STAT, wh.OverrideStat(0, 0, root_mode).encode())
+                set_xattr(
+                    self._root_fd,
+                    wh.OVERRIDE_STAT,
+                    wh.OverrideStat(0, 0, stat.S_IFDIR | stat.S_IMODE(root_mode)).encode(),
+                )
         for parts in sorted(self._dirs, key=len, reverse=True):
             meta = self._dirs[parts]
             fd = self._walk(parts, create=False)
@@ -552,3 +557,18 @@ def extract_layer_tar(
         raise
     if sync:
         fsync_dir(parent)
+
+
+def _member_type(member: tarfile.TarInfo) -> int:
+    """The S_IFMT bits a tar member stands for (a hard link is a regular file)."""
+    if member.isdir():
+        return stat.S_IFDIR
+    if member.issym():
+        return stat.S_IFLNK
+    if member.isfifo():
+        return stat.S_IFIFO
+    if member.ischr():
+        return stat.S_IFCHR
+    if member.isblk():
+        return stat.S_IFBLK
+    return stat.S_IFREG

@@ -67,9 +67,7 @@ def _clamp(st: os.stat_result, clamp: int | None) -> int:
     return mtime if clamp is None else min(mtime, clamp)
 
 
-def _effective(
-    path: str, st: os.stat_result, xattrs: dict[str, bytes], host_owner: tuple[int, int] | None
-) -> _Meta:
+def _effective(path: str, st: os.stat_result, xattrs: dict[str, bytes], host_owner: tuple[int, int] | None) -> _Meta:
     raw = xattrs.get(wh.OVERRIDE_STAT)
     if raw is None:
         uid, gid = st.st_uid, st.st_gid
@@ -79,15 +77,14 @@ def _effective(
         return _Meta(st.st_mode, uid, gid, st.st_rdev)
     try:
         record = wh.parse_override_stat(raw)
-        file_type = stat.S_IFMT(st.st_mode)
-        rdev = st.st_rdev
-        if record.is_special and stat.S_ISREG(st.st_mode):
-            file_type = record.file_type
-            device = xattrs.get(wh.DEVICE_XATTR)
-            rdev = 0 if device is None else os.makedev(*wh.parse_device(device))
     except ValueError as exc:
         raise LayerError(f"{path}: {exc}") from None
-    return _Meta(file_type | record.permissions, record.uid, record.gid, rdev)
+    file_type = stat.S_IFMT(st.st_mode)
+    rdev = st.st_rdev
+    if record.file_type in wh.SPECIAL_TYPES and stat.S_ISREG(st.st_mode):
+        file_type = record.file_type  # a placeholder file standing for a device or fifo
+        rdev = record.rdev
+    return _Meta(file_type | stat.S_IMODE(record.mode), record.uid, record.gid, rdev)
 
 
 def _pax_xattrs(path: str, xattrs: dict[str, bytes]) -> dict[str, str]:

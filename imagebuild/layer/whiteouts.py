@@ -6,16 +6,18 @@ Names starting with `.wh..wh.` other than the opaque marker are metadata of othe
 treated as content.
 
 Internal xattrs (union-filesystem bookkeeping) never go into a tar and are never taken from one.
-`user.containers.override_stat` holds `uid:gid:mode` (mode in octal, possibly with a file type such as
-`020644` for a character device) that replaces the on-disk owner and mode; for a device kept as a placeholder
-regular file, `DEVICE_XATTR` holds its `major:minor`.
+`user.containers.override_stat` replaces the on-disk owner and mode; its codec is unionfs.ownership, shared
+with the filesystem: `uid:gid:mode[:type]`, where the type (`char-M-m`, `block-M-m`, ...) records a device kept
+as a placeholder regular file.
 """
 
 from __future__ import annotations
 
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from unionfs.ownership import OverrideStat
+from unionfs.ownership import parse as parse_override
 
 WH_PREFIX = ".wh."
 META_PREFIX = ".wh..wh."
@@ -29,7 +31,6 @@ OPAQUE_VALUE = b"y"
 
 OVERRIDE_STAT = "user.containers.override_stat"
 #: `major:minor` of a device that is stored as a placeholder regular file (rootless extraction).
-DEVICE_XATTR = "user.unionfs.rdev"
 
 INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (
     "trusted.overlay.",
@@ -40,7 +41,7 @@ INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (
 #: Not internal to a union filesystem, but never part of an image: host metadata consumed or host labels.
 HOST_XATTRS: frozenset[str] = frozenset({OVERRIDE_STAT, "security.selinux"})
 
-_SPECIAL_TYPES = (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO)
+SPECIAL_TYPES = (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO)
 
 
 def is_internal_xattr(name: str) -> bool:
@@ -79,55 +80,9 @@ def is_opaque_xattrs(xattrs: Mapping[str, bytes]) -> bool:
     return any(xattrs.get(name) == OPAQUE_VALUE for name in OPAQUE_XATTRS)
 
 
-@dataclass(frozen=True)
-class OverrideStat:
-    """The owner and mode recorded in `user.containers.override_stat`; `mode` may carry a file type."""
-
-    uid: int
-    gid: int
-    mode: int
-
-    @property
-    def file_type(self) -> int:
-        """The `S_IFMT` bits, 0 when the record holds permission bits only."""
-        return stat.S_IFMT(self.mode)
-
-    @property
-    def permissions(self) -> int:
-        return stat.S_IMODE(self.mode)
-
-    @property
-    def is_special(self) -> bool:
-        """True when the record describes a device or fifo (stored on disk as a placeholder file)."""
-        return self.file_type in _SPECIAL_TYPES
-
-    def encode(self) -> bytes:
-        return f"{self.uid}:{self.gid}:0{self.mode:o}".encode("ascii")
-
-
 def parse_override_stat(value: bytes) -> OverrideStat:
-    """Parse `uid:gid:mode` (decimal ids, octal mode); ValueError when malformed."""
-    try:
-        uid_text, gid_text, mode_text = value.decode("ascii").strip().split(":")
-        uid, gid, mode = int(uid_text, 10), int(gid_text, 10), int(mode_text, 8)
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"malformed {OVERRIDE_STAT} value {value!r}") from None
-    if uid < 0 or gid < 0 or not 0 <= mode <= 0o177777:
-        raise ValueError(f"out-of-range {OVERRIDE_STAT} value {value!r}")
-    return OverrideStat(uid, gid, mode)
+    """Parse a `user.containers.override_stat` record (see unionfs.ownership); ValueError when malformed."""
+    return parse_override(value)
 
 
-def parse_device(value: bytes) -> tuple[int, int]:
-    """Parse `major:minor` (decimal); ValueError when malformed."""
-    try:
-        major_text, minor_text = value.decode("ascii").strip().split(":")
-        major, minor = int(major_text, 10), int(minor_text, 10)
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"malformed {DEVICE_XATTR} value {value!r}") from None
-    if major < 0 or minor < 0:
-        raise ValueError(f"out-of-range {DEVICE_XATTR} value {value!r}")
-    return major, minor
-
-
-def format_device(major: int, minor: int) -> bytes:
-    return f"{major}:{minor}".encode("ascii")
+__all__ = ["OverrideStat", "parse_override_stat"]

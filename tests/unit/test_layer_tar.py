@@ -169,10 +169,7 @@ def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
                 content = os.readlink(path)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 content = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            xattrs = {
-                k: os.getxattr(path, k, follow_symlinks=False)
-                for k in os.listxattr(path, follow_symlinks=False)
-            }
+            xattrs = {k: os.getxattr(path, k, follow_symlinks=False) for k in os.listxattr(path, follow_symlinks=False)}
             # the opaque marker is written with its directory's mtime: its own mtime means nothing
             mtime = None if name == wh.OPAQUE_MARKER else int(st.st_mtime)
             mode, kind = stat.S_IMODE(st.st_mode), stat.S_IFMT(st.st_mode)
@@ -314,8 +311,7 @@ def test_override_stat_sets_owner_and_mode(tmp_path: Path) -> None:
     os.setxattr(f, wh.OVERRIDE_STAT, b"12:34:04711")
     dev = layer / "dev"
     dev.write_bytes(b"")
-    os.setxattr(dev, wh.OVERRIDE_STAT, b"0:5:020620")
-    os.setxattr(dev, wh.DEVICE_XATTR, b"4:1")
+    os.setxattr(dev, wh.OVERRIDE_STAT, b"0:5:0620:char-4-1")  # a device recorded on a placeholder
     by_name = {m.name: m for m in members(tar_bytes(layer))}
     assert (by_name["f"].uid, by_name["f"].gid, by_name["f"].mode) == (12, 34, 0o4711)
     assert "SCHILY.xattr." + wh.OVERRIDE_STAT not in by_name["f"].pax_headers
@@ -449,9 +445,7 @@ def test_extraction_in_either_form_rewrites_to_the_same_tar(tmp_path: Path, form
 
 @needs_root
 @pytest.mark.parametrize("form", ["chardev", "file"])
-def test_rootless_roundtrip_keeps_owners_modes_and_devices_in_xattrs(
-    tmp_path: Path, form: WhiteoutForm
-) -> None:
+def test_rootless_roundtrip_keeps_owners_modes_and_devices_in_xattrs(tmp_path: Path, form: WhiteoutForm) -> None:
     data = tar_bytes(make_tree(tmp_path / "source", rich_spec("chardev")))
     dest = extract(data, tmp_path / "dest", form, rootless=True)
     assert tar_bytes(dest) == data
@@ -459,14 +453,13 @@ def test_rootless_roundtrip_keeps_owners_modes_and_devices_in_xattrs(
     def record(rel: str) -> bytes:
         return os.getxattr(dest / rel, wh.OVERRIDE_STAT, follow_symlinks=False)
 
-    assert record("home/u") == b"1000:1000:0700"
-    assert record("bin/sh") == b"0:0:04755"
-    assert record("etc/shadow") == b"0:42:0640"
-    assert record(".") == b"0:0:0755"
+    assert record("home/u") == b"1000:1000:0700:dir"
+    assert record("bin/sh") == b"0:0:4755:file"
+    assert record("etc/shadow") == b"0:42:0640:file"
+    assert record(".") == b"0:0:0755:dir"
     null = os.lstat(dest / "dev" / "null")
     assert stat.S_ISREG(null.st_mode) and null.st_size == 0  # no device node without privileges
-    assert record("dev/null") == b"0:0:020666"
-    assert os.getxattr(dest / "dev" / "null", wh.DEVICE_XATTR) == b"1:3"
+    assert record("dev/null") == b"0:0:0666:char-1-3"  # the extended form fuse-overlayfs reads
     assert stat.S_IMODE(os.stat(dest / "bin" / "sh").st_mode) == 0o755  # no setuid bit on the host
     assert stat.S_IMODE(os.stat(dest / "ro").st_mode) == 0o755  # still writable by its owner
     if form == "chardev":
