@@ -326,6 +326,8 @@ class Upper:
             os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.work_fd)
             os.rename(tmp, name, src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
             return
+        if len(os.fsencode(whiteout_name(name))) > 255:
+            raise OSError(errno.ENAMETOOLONG, "no room for a .wh. whiteout of this name: use whiteout=chardev")
         tmp = self.tmpname()
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self.work_fd))
         os.rename(tmp, whiteout_name(name), src_dir_fd=self.work_fd, dst_dir_fd=dirfd)

@@ -82,6 +82,10 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # e.g. the `.wh.` twin of a 252..255-byte name: cannot exist
+            return None
+        raise
 
 
 def read_override(dirfd: int, name: str | None) -> OverrideStat | None:

@@ -1,0 +1,207 @@
+"""The POSIX surface programs rely on, on a union mount, and real tools at work on one."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.fs.conftest import Mounter
+from tests.support import snapshot, write
+
+
+@pytest.fixture
+def m(mounter: Mounter, tmp_path: Path) -> Path:
+    lower, up, work = tmp_path / "lower", tmp_path / "up", tmp_path / "work"
+    for d in (lower, up, work):
+        d.mkdir()
+    write(lower / "file", "lower data\n")
+    write(lower / "dir" / "inner", "x")
+    return mounter([lower], up, work).mountpoint
+
+
+def make_wheel(dest: Path, package: str, source: str) -> Path:
+    """A minimal pure-Python wheel, so pip installs it with no index and no build step."""
+    dest.mkdir(parents=True)
+    name = package.replace("_", "-")
+    wheel = dest / f"{package}-1.0-py3-none-any.whl"
+    info = f"{package}-1.0.dist-info"
+    files = {
+        f"{package}/__init__.py": source,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as z:
+        for arcname, text in files.items():
+            z.writestr(arcname, text)
+        z.writestr(f"{info}/RECORD", "".join(f"{a},,\n" for a in files) + f"{info}/RECORD,,\n")
+    return wheel
+
+
+def expect_errno(err: int, func, *args) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(OSError) as info:
+        func(*args)
+    assert info.value.errno == err, info.value
+
+
+def test_special_files_and_open_flags(m: Path) -> None:
+    os.mkfifo(m / "fifo")
+    assert stat.S_ISFIFO(os.stat(m / "fifo").st_mode)
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(m / "sock"))
+        assert stat.S_ISSOCK(os.stat(m / "sock").st_mode)
+    finally:
+        sock.close()
+    expect_errno(errno.EEXIST, os.open, m / "file", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    fd = os.open(m / "file", os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"appended\n")
+    os.close(fd)
+    assert (m / "file").read_text() == "lower data\nappended\n"
+    fd = os.open(m / "file", os.O_WRONLY | os.O_TRUNC)
+    os.close(fd)
+    assert (m / "file").read_bytes() == b""
+    expect_errno(errno.ENOENT, os.open, m / "missing", os.O_RDONLY)
+    expect_errno(errno.EISDIR, os.open, m / "dir", os.O_WRONLY)
+    expect_errno(errno.ENOTDIR, os.listdir, m / "file")
+
+
+def test_fallocate_copy_file_range_and_sync(m: Path) -> None:
+    fd = os.open(m / "big", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20
+        os.pwrite(fd, b"head", 0)
+        os.fsync(fd)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    src, dst = os.open(m / "big", os.O_RDONLY), os.open(m / "copy", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        copied = 0
+        while copied < 1 << 20:
+            n = os.copy_file_range(src, dst, (1 << 20) - copied)
+            assert n > 0
+            copied += n
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (m / "copy").read_bytes()[:4] == b"head" and os.stat(m / "copy").st_size == 1 << 20
+    dirfd = os.open(m / "dir", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def test_locks_behave_as_on_a_local_filesystem(m: Path) -> None:
+    code = (
+        "import fcntl, sys\n"
+        "f = open(sys.argv[1], 'r+')\n"
+        "try:\n"
+        "    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('lockf-free')\n"
+        "except OSError: print('lockf-held')\n"
+        "try:\n"
+        "    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('flock-free')\n"
+        "except OSError: print('flock-held')\n"
+    )
+    with open(m / "file", "r+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_EX)
+        held = subprocess.run([sys.executable, "-c", code, str(m / "file")], capture_output=True, text=True)
+        assert held.stdout.split() == ["lockf-held", "flock-held"]
+        fcntl.lockf(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    free = subprocess.run([sys.executable, "-c", code, str(m / "file")], capture_output=True, text=True)
+    assert free.stdout.split() == ["lockf-free", "flock-free"]
+
+
+def test_xattrs_on_every_type_and_name_limits(m: Path) -> None:
+    for target in (m / "file", m / "dir"):
+        os.setxattr(target, "user.k", b"v")
+        assert os.getxattr(target, "user.k") == b"v"
+        os.removexattr(target, "user.k")
+        expect_errno(errno.ENODATA, os.getxattr, target, "user.k")
+    os.symlink("file", m / "link")
+    if os.geteuid() == 0:
+        os.setxattr(m / "link", "trusted.k", b"v", follow_symlinks=False)
+        assert os.getxattr(m / "link", "trusted.k", follow_symlinks=False) == b"v"
+    with pytest.raises(OSError) as info:  # Linux keeps user.* xattrs off symlinks, as on any filesystem
+        os.setxattr(m / "link", "user.k", b"v", follow_symlinks=False)
+    assert info.value.errno == errno.EPERM
+    (m / ("n" * 255)).write_text("ok")
+    assert (m / ("n" * 255)).read_text() == "ok"
+    expect_errno(errno.ENAMETOOLONG, os.open, m / ("n" * 256), os.O_CREAT | os.O_WRONLY)
+    assert os.access(m / "file", os.R_OK | os.W_OK) and not os.access(m / "missing", os.F_OK)
+
+
+def test_real_tools_work_and_their_results_survive_a_remount(mounter: Mounter, tmp_path: Path) -> None:
+    """git, pip into a venv, tar over lower files, mv of lower directories and rm -rf of lower trees."""
+    lower, up, work = tmp_path / "lower", tmp_path / "up", tmp_path / "work"
+    for d in (lower, up, work):
+        d.mkdir()
+    for i in range(200):
+        write(lower / "usr" / "share" / f"pkg{i % 7}" / f"doc{i}.txt", f"doc {i}\n" * (i % 5 + 1))
+    write(lower / "srv" / "app" / "main.py", "print('v1')\n")
+    wheel = make_wheel(lower / "dist", "demo_pkg", "VALUE = 42\n")
+    archive = tmp_path / "over.tar"
+    with tarfile.open(archive, "w") as tar:
+        for i in range(0, 200, 3):
+            data = tmp_path / "payload"
+            data.write_text(f"replaced {i}\n")
+            tar.add(data, arcname=f"usr/share/pkg{i % 7}/doc{i}.txt")
+    mount = mounter([lower], up, work)
+    root = mount.mountpoint
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "HOME": str(tmp_path),
+    }
+
+    def run(*args: str, cwd: Path = root) -> str:
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+    app = root / "srv" / "app"
+    run("git", "init", "-q", "-b", "main", cwd=app)
+    run("git", "add", ".", cwd=app)
+    run("git", "commit", "-qm", "v1", cwd=app)
+    run("git", "checkout", "-qb", "feature", cwd=app)
+    (app / "main.py").write_text("print('v2')\n")
+    run("git", "commit", "-qam", "v2", cwd=app)
+    run("git", "checkout", "-q", "main", cwd=app)
+    assert (app / "main.py").read_text() == "print('v1')\n"
+    run("git", "fsck", "--no-progress", cwd=app)
+    run(sys.executable, "-m", "venv", str(root / "venv"))
+    run(str(root / "venv" / "bin" / "pip"), "install", "-q", "--no-index", str(root / "dist" / wheel.name))
+    assert run(str(root / "venv" / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VALUE)") == "42\n"
+    run("tar", "xf", str(archive), "-C", str(root))
+    os.rename(root / "usr" / "share" / "pkg3", root / "usr" / "share" / "pkg3-renamed")  # no EXDEV
+    run("mv", str(root / "usr" / "share" / "pkg4"), str(root / "srv" / "pkg4"))
+    shutil.rmtree(root / "usr" / "share" / "pkg5")
+    assert (root / "usr" / "share" / "pkg0" / "doc0.txt").read_text() == "replaced 0\n"  # over a lower file
+    assert (root / "usr" / "share" / "pkg1" / "doc1.txt").read_text() == "doc 1\n" * 2  # untouched
+    assert (root / "usr" / "share" / "pkg3-renamed" / "doc3.txt").read_text() == "replaced 3\n"
+    assert not (root / "usr" / "share" / "pkg5").exists() and (root / "srv" / "pkg4" / "doc4.txt").exists()
+    expected = snapshot(root)
+    mount.remount()
+    assert snapshot(root) == expected
+    assert (app / "main.py").read_text() == "print('v1')\n"
+    run("git", "checkout", "-q", "feature", cwd=app)
+    assert (app / "main.py").read_text() == "print('v2')\n"
+    assert run(str(root / "venv" / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VALUE)") == "42\n"
+    assert not (lower / "srv" / "app" / ".git").exists()  # nothing ever written below
