@@ -35,12 +35,16 @@ LISTING_CACHE_SIZE = 4096
 class DirView:
     """What one layer holds in one directory: real entries, whiteouts and the opaque flag."""
 
-    __slots__ = ("entries", "opaque", "whiteouts")
+    __slots__ = ("_is_opaque", "entries", "whiteouts")
 
     def __init__(self, entries: dict[str, os.stat_result], whiteouts: set[str], opaque: bool) -> None:
         self.entries = entries
         self.whiteouts = whiteouts
-        self.opaque = opaque
+        self._is_opaque = opaque
+
+    @property
+    def opaque(self) -> bool:
+        return self._is_opaque
 
     def entry(self, name: str) -> os.stat_result | None:
         return self.entries.get(name)
@@ -53,13 +57,22 @@ class DirView:
 
 
 class LiveDirView(DirView):
-    """A view of a writable directory that asks the disk on every call (the upper changes under us)."""
+    """A view of a writable directory that asks the disk on every call (the upper changes under us). Whether it
+    is opaque is asked only when someone needs to know: most lookups never do."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("_opaque", "fd")
 
     def __init__(self, fd: int) -> None:
-        super().__init__({}, set(), is_opaque(fd))
+        self.entries = {}
+        self.whiteouts = set()
         self.fd = fd
+        self._opaque: bool | None = None
+
+    @property
+    def opaque(self) -> bool:
+        if self._opaque is None:
+            self._opaque = is_opaque(self.fd)
+        return self._opaque
 
     def entry(self, name: str) -> os.stat_result | None:
         st = lstat_at(self.fd, name)

@@ -20,6 +20,30 @@ from .union import Owner, UnionFS
 
 log = logging.getLogger("unionfs")
 
+#: Handlers that never change the upper: caches survive them.
+READ_ONLY = frozenset(
+    {
+        "lookup",
+        "forget",
+        "getattr",
+        "readlink",
+        "read",
+        "flush",
+        "release",
+        "opendir",
+        "readdir",
+        "releasedir",
+        "fsyncdir",
+        "statfs",
+        "access",
+        "getxattr",
+        "listxattr",
+        "fsync",
+    }
+)
+NODE_CACHE = 65536
+LISTING_CACHE = 1024
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -43,6 +67,8 @@ def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
         finally:
             ops = args[0]
             assert isinstance(ops, UnionOperations)
+            if func.__name__ not in READ_ONLY:
+                ops.fs.generation += 1  # whatever it changed, cached resolutions and listings are stale
             ops.fs.end_request()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s%r -> ok", func.__name__, args[1:])
@@ -77,9 +103,12 @@ class UnionOperations(pyfuse3.Operations):
         self.ids = ids or IdMap()
         self.inodes = InodeTable()
         self._files: dict[int, FileHandle] = {}
-        self._dirs: dict[int, tuple[int, Node, list[Node]]] = {}
+        self._dirs: dict[int, tuple[int, Node, list[tuple[Node, int, pyfuse3.EntryAttributes]]]] = {}
         self._next_fh = 1
         self._copied: set[int] = set()
+        self._cache_generation = -1
+        self._nodes: dict[int, Node] = {}
+        self._listings: dict[int, list[tuple[Node, int, pyfuse3.EntryAttributes]]] = {}
         if fs.upper is not None:
             fs.upper.alias = self._on_alias
             fs.upper.fresh = self.inodes.fresh
@@ -107,7 +136,31 @@ class UnionOperations(pyfuse3.Operations):
                     handle.fd, handle.lower = fd, False
 
     def _node(self, nodeid: int) -> Node:
-        return self.fs.resolve(self.inodes.path(nodeid))
+        """The entry the kernel knows as `nodeid`, resolved again only after the upper changed."""
+        if self._cache_generation != self.fs.generation:
+            self._nodes.clear()
+            self._listings.clear()
+            self._cache_generation = self.fs.generation
+        node = self._nodes.get(nodeid)
+        if node is None:
+            node = self.fs.resolve(self.inodes.path(nodeid))
+            if len(self._nodes) >= NODE_CACHE:
+                self._nodes.clear()
+            self._nodes[nodeid] = node
+        return node
+
+    def _listing(self, inode: int, node: Node) -> list[tuple[Node, int, pyfuse3.EntryAttributes]]:
+        """A directory's merged entries with their numbers and attributes, built once per upper state."""
+        listing = self._listings.get(inode)
+        if listing is None:
+            listing = []
+            for child in self.fs.children(node):
+                nodeid = self.inodes.nodeid(child)
+                listing.append((child, nodeid, self._attrs(child.st, nodeid, child)))
+            if len(self._listings) >= LISTING_CACHE:
+                self._listings.clear()
+            self._listings[inode] = listing
+        return listing
 
     def _new_fh(self) -> int:
         self._next_fh += 1
@@ -219,6 +272,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self.fs.generation += 1  # sizes and times in cached listings are stale now
         return os.pwrite(self._files[fh].fd, buf, off)
 
     @translate
@@ -242,7 +296,7 @@ class UnionOperations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any) -> int:
         node = self._node(inode)
         self._require(ctx, node, READ)
-        children = self.fs.children(node)
+        children = self._listing(inode, node)
         fh = self._new_fh()
         self._dirs[fh] = (inode, node, children)
         return fh
@@ -259,9 +313,7 @@ class UnionOperations(pyfuse3.Operations):
                 return
             start_id = 2
         for index in range(start_id - 2, len(children)):
-            child = children[index]
-            nodeid = self.inodes.nodeid(child)
-            attr = self._attrs(child.st, nodeid, child)
+            child, nodeid, attr = children[index]
             if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attr, index + 3):
                 return
             self.inodes.remember(nodeid, inode, child.name)

@@ -44,6 +44,7 @@ class UnionFS:
     def __init__(self, tree: Tree, upper: Upper | None) -> None:
         self.tree = tree
         self.upper = upper
+        self.generation = 0  # bumped by every change to the upper (ops.py keeps caches valid with it)
 
     def end_request(self) -> None:
         for layer in self.tree.layers:
@@ -127,8 +128,10 @@ class UnionFS:
     # -- writing -----------------------------------------------------------------------------------------------
 
     def _writer(self) -> Upper:
+        """The upper, for a request about to change it: cached listings are stale from here on."""
         if self.upper is None:
             raise UnionError(errno.EROFS)
+        self.generation += 1
         return self.upper
 
     def _copy_up(self, node: Node, content: Content = "full") -> Node:
@@ -180,6 +183,14 @@ class UnionFS:
         except BaseException:
             upper.discard(tmp)
             raise
+        return self._created(parent, name)
+
+    def _created(self, parent: Node, name: str) -> Node:
+        """The entry just made under `parent`: looked up there, unless the parent only now entered the upper."""
+        if parent.layers[0] == 0:
+            node = self.tree.lookup(parent, name)
+            if node is not None:
+                return node
         return self.resolve((*parent.path, name))
 
     def create(self, parent: Node, name: str, mode: int, flags: int, owner: Owner) -> tuple[int, Node]:
