@@ -43,8 +43,7 @@ lint: install
 	$(BIN)/mypy
 
 demo: install
-	@echo "the image builder demo is coming; meanwhile, a union mount of three layers:"
-	$(BIN)/python examples/union_demo.py
+	sh examples/demo.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -175,10 +175,7 @@ class BlobStore:
         with os.scandir(self._tmp_dir) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if (
-                        entry.is_file(follow_symlinks=False)
-                        and entry.stat(follow_symlinks=False).st_mtime < cutoff
-                    ):
+                    if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
                         os.unlink(entry.path)
                         removed += 1
         return removed
@@ -229,9 +226,7 @@ def _copy_hashing(stream: BinaryIO, fd: int) -> BlobInfo:
 
 def _check_expected(info: BlobInfo, expected_digest: str | None, expected_size: int | None) -> None:
     if expected_size is not None and info.size != expected_size:
-        raise BlobError(
-            f"blob {expected_digest or info.digest}: got {info.size} bytes, expected {expected_size}"
-        )
+        raise BlobError(f"blob {expected_digest or info.digest}: got {info.size} bytes, expected {expected_size}")
     if expected_digest is not None and info.digest != expected_digest:
         raise BlobError(f"blob content is {info.digest}, expected {expected_digest}")
 

@@ -1,0 +1,320 @@
+"""`imagebuild`: build images from Dockerfiles, keep them in a shared layer store, mount and run them without root.
+
+The only module of the builder that parses argv, prints or exits. Every error a user can cause is one line,
+`imagebuild: error: ...`, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from imagebuild import context as build_context
+from imagebuild import sandbox
+from imagebuild.build.executor import Builder, Options
+from imagebuild.dockerfile import DockerfileError, parse_file
+from imagebuild.errors import BuildError
+from imagebuild.store.images import Image, Store, default_root, normalize_tag
+from unionfs.api import MountError, UnionMount
+
+NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
+
+
+def human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size:.1f}GB"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imagebuild", description="Build and run container images without a daemon or root."
+    )
+    p.add_argument(
+        "--root", default=None, help="the image store (default: $IMAGEBUILD_ROOT or ~/.local/share/imagebuild)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build an image from a Dockerfile")
+    b.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    b.add_argument("-t", "--tag", action="append", default=[], help="name the image NAME[:TAG] (repeatable)")
+    b.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    b.add_argument("--target", help="build up to this stage")
+    b.add_argument("--no-cache", action="store_true")
+    b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
+    b.add_argument("context", metavar="CONTEXT")
+
+    sub.add_parser("images", help="list images")
+    i = sub.add_parser("inspect", help="show an image as JSON (shaped like docker inspect)")
+    i.add_argument("image")
+    h = sub.add_parser("history", help="show an image's layers and the steps that made them")
+    h.add_argument("image")
+    t = sub.add_parser("tag", help="give an image another name")
+    t.add_argument("image")
+    t.add_argument("name")
+    r = sub.add_parser("rmi", help="remove an image name (and the image, when it has no other)")
+    r.add_argument("images", nargs="+")
+    sub.add_parser("prune", help="delete layers and blobs no image uses")
+
+    m = sub.add_parser("mount", help="mount an image's rootfs: its layers plus a container layer")
+    m.add_argument("--read-only", action="store_true", help="no container layer")
+    m.add_argument("--name", help="the container layer's name (default: from the image)")
+    m.add_argument("image")
+    m.add_argument("mountpoint")
+    u = sub.add_parser("umount", help="unmount what 'imagebuild mount' mounted")
+    u.add_argument("mountpoint")
+
+    run = sub.add_parser("run", help="run a command (default: the image's ENTRYPOINT and CMD) in an image")
+    run.add_argument("--rm", action="store_true", help="remove the container layer afterwards")
+    run.add_argument("--name", help="the container layer's name (kept under the store without --rm)")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    run.add_argument("image")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    return p
+
+
+def key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BuildError(f"{what} '{item}' is not KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    if not value.isdigit():
+        raise BuildError(f"SOURCE_DATE_EPOCH='{value}' is not a number of seconds: unset it or fix it")
+    return int(value)
+
+
+def cmd_build(store: Store, args: argparse.Namespace) -> None:
+    for tag in args.tag:
+        if not NAME.match(normalize_tag(tag)):
+            raise BuildError(f"-t {tag}: an image name is lowercase letters, digits and . _ - / with an optional :tag")
+    root = args.context
+    dockerfile = args.file or os.path.join(root, "Dockerfile")
+    if not os.path.isfile(dockerfile):
+        raise BuildError(f"no Dockerfile at '{dockerfile}': write one, or name it with -f")
+    df = parse_file(dockerfile)
+    rel = os.path.relpath(os.path.realpath(dockerfile), os.path.realpath(root))
+    ctx = build_context.load(root, rel)
+    print(f"Build context: {len(ctx.entries)} entries, {human(ctx.size)}", flush=True)
+    if ctx.size > build_context.LARGE_CONTEXT:
+        print(
+            f"warning: the build context is large ({human(ctx.size)}): list what the image does not need in "
+            f"{os.path.join(root, '.dockerignore')}",
+            file=sys.stderr,
+        )
+    options = Options(
+        key_values(args.build_arg, "--build-arg"), args.target, args.no_cache, args.explain_cache, epoch()
+    )
+    builder = Builder(store, ctx, df, options, sys.stdout)
+    image_id, _state = builder.build()
+    layered = [r for r in builder.reports if r.cached is not None]
+    hits = sum(1 for r in layered if r.cached)
+    print(f"Cache: {hits} of {len(layered)} layer steps reused")
+    print(f"Successfully built {image_id}")
+    for tag in args.tag:
+        store.tag(image_id, tag)
+        print(f"Successfully tagged {normalize_tag(tag)}")
+    if not args.tag:
+        print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
+
+
+def image_size(image: Image) -> int:
+    return sum(layer.blob.size for layer in image.layers)
+
+
+def cmd_images(store: Store) -> None:
+    tags: dict[str, list[str]] = {}
+    for tag, image_id in store.tags().items():
+        tags.setdefault(image_id, []).append(tag)
+    rows = []
+    for image_id in store.image_ids():
+        image = store.resolve(image_id)
+        for tag in sorted(tags.get(image_id, ["<none>:<none>"])):
+            repo, _, name = tag.rpartition(":")
+            rows.append((repo, name, image_id[7:19], human(image_size(image))))
+    print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} SIZE")
+    for row in rows:
+        print(f"{row[0]:<30} {row[1]:<12} {row[2]:<14} {row[3]}")
+
+
+def inspect_doc(store: Store, image: Image) -> dict[str, Any]:
+    config = image.config.config
+    doc: dict[str, Any] = {
+        "Id": image.id,
+        "RepoTags": sorted(t for t, i in store.tags().items() if i == image.id),
+        "Created": image.config.created,
+        "Architecture": image.config.architecture,
+        "Os": image.config.os,
+        "Size": image_size(image),
+        "Config": {
+            "User": config.user or "",
+            "Env": config.env,
+            "Cmd": config.cmd,
+            "Entrypoint": config.entrypoint,
+            "WorkingDir": config.working_dir or "",
+            "ExposedPorts": {p: {} for p in config.exposed_ports},
+            "Volumes": {v: {} for v in config.volumes} or None,
+            "Labels": config.labels or None,
+            "StopSignal": config.stop_signal,
+            "Shell": config.shell,
+            "Healthcheck": config.healthcheck.to_dict() if config.healthcheck else None,
+            "OnBuild": config.on_build or None,
+        },
+        "RootFS": {"Type": "layers", "Layers": list(image.config.rootfs.diff_ids)},
+        "Manifest": {"Layers": [layer.blob.to_dict() for layer in image.layers]},
+    }
+    return doc
+
+
+def cmd_history(image: Image) -> None:
+    sizes = iter(layer.blob.size for layer in image.layers)
+    rows = []
+    for entry in image.config.history:  # layers pair with the non-empty entries, oldest first
+        size = "0B" if entry.empty_layer else human(next(sizes, 0))
+        rows.append(f"{(entry.created_by or '')[:60]:<60} {size:>10}  {entry.comment or ''}")
+    print(f"{'STEP':<60} {'SIZE':>10}  COMMENT")
+    print("\n".join(reversed(rows)))
+
+
+def cmd_rmi(store: Store, names: Sequence[str]) -> None:
+    for name in names:
+        image = store.resolve(name)
+        if normalize_tag(name) in store.tags():
+            store.untag(name)
+            print(f"Untagged: {normalize_tag(name)}")
+        if not any(i == image.id for i in store.tags().values()):
+            store.remove_image(image.id)
+            print(f"Deleted: {image.id}")
+    print("Run 'imagebuild prune' to free the layers no image uses")
+
+
+def container_dirs(store: Store, name: str) -> tuple[str, str]:
+    base = os.path.join(store.root, "containers", name)
+    upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
+    os.makedirs(upper, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    return upper, work
+
+
+def container_name(image: Image, given: str | None) -> str:
+    name = given or image.id[7:19]
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        raise BuildError(f"--name {name}: use letters, digits, '.', '_' and '-'")
+    return name
+
+
+def image_mount(store: Store, image: Image, mountpoint: str, name: str | None) -> UnionMount:
+    lowers = [store.layer_dir(layer.diff_id) for layer in reversed(image.layers)]
+    if not lowers:
+        lowers = [store.scratch_dir("empty-")]
+    if name is None:
+        return UnionMount(mountpoint, lowers)
+    upper, work = container_dirs(store, name)
+    return UnionMount(mountpoint, lowers, upper, work)
+
+
+def cmd_run(store: Store, args: argparse.Namespace) -> int:
+    image = store.resolve(args.image)
+    config = image.config.config
+    argv = list(args.cmd) if args.cmd else [*(config.entrypoint or []), *(config.cmd or [])]
+    if args.cmd and config.entrypoint:
+        argv = [*config.entrypoint, *args.cmd]
+    if not argv:
+        raise BuildError(f"image '{args.image}' has no ENTRYPOINT or CMD: give a command to run")
+    name = container_name(image, args.name)
+    rootfs = store.scratch_dir("run-")
+    mount = image_mount(store, image, rootfs, name)
+    env = {**dict(e.partition("=")[::2] for e in config.env), **key_values(args.env, "-e")}
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    # SIGTERM/SIGINT stop the command; they never cut the cleanup short (unmount, --rm)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        mount.mount()
+        child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/")
+        status = child.wait()
+    except MountError as exc:
+        raise BuildError(f"cannot mount image '{args.image}': {exc}") from None
+    finally:
+        try:
+            mount.unmount()
+            shutil.rmtree(rootfs, ignore_errors=True)
+            if args.rm:
+                shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    return status if status >= 0 else 128 - status
+
+
+def run_command(args: argparse.Namespace) -> int:
+    store = Store(args.root or default_root())
+    if args.command == "build":
+        cmd_build(store, args)
+    elif args.command == "images":
+        cmd_images(store)
+    elif args.command == "inspect":
+        print(json.dumps([inspect_doc(store, store.resolve(args.image))], indent=4))
+    elif args.command == "history":
+        cmd_history(store.resolve(args.image))
+    elif args.command == "tag":
+        store.tag(store.resolve(args.image).id, args.name)
+    elif args.command == "rmi":
+        cmd_rmi(store, args.images)
+    elif args.command == "prune":
+        layers, freed = store.prune()
+        print(f"Deleted {layers} layers, freed {human(freed)} of blobs")
+    elif args.command == "mount":
+        image = store.resolve(args.image)
+        name = None if args.read_only else container_name(image, args.name)
+        image_mount(store, image, args.mountpoint, name).mount()
+        print(args.mountpoint)
+    elif args.command == "umount":
+        UnionMount(args.mountpoint, ["/"]).unmount()
+    elif args.command == "run":
+        return cmd_run(store, args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        status = run_command(args)
+    except DockerfileError as exc:
+        print(f"imagebuild: error: {exc}", file=sys.stderr)
+        status = 1
+    except BuildError as exc:
+        print(f"imagebuild: error: {exc}", file=sys.stderr)
+        status = exc.status
+    except MountError as exc:
+        print(f"imagebuild: error: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("imagebuild: interrupted", file=sys.stderr)
+        status = 130
+    except OSError as exc:
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"imagebuild: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        status = 1
+    sys.exit(status)

@@ -1,0 +1,258 @@
+"""The image store: content-addressed blobs, extracted layer dirs shared by every image, tags and the cache.
+
+Layout under the root:
+  blobs/sha256/<hex>     compressed layer tars, configs, manifests (BlobStore: temp -> fsync -> rename)
+  layers/<diff hex>/     a layer as a directory, the read-only lower unionfs mounts; one per diff_id
+  images.json            {"images": {image id: manifest digest}, "tags": {name:tag: image id}}
+  cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations)
+  containers/<name>/     upper and work dirs of mounted or running images
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from imagebuild.errors import BuildError
+from imagebuild.layer import compress_gzip, write_layer_tar
+from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes
+from imagebuild.store.blobs import BlobStore
+
+
+def default_root() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.environ.get("IMAGEBUILD_ROOT") or os.path.join(base, "imagebuild")
+
+
+def normalize_tag(ref: str) -> str:
+    """`name` means `name:latest`, as docker says."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else f"{ref}:latest"
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Layer:
+    diff_id: str
+    blob: Descriptor  # the compressed tar
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str  # the config digest
+    manifest: Manifest
+    config: ImageConfig
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [Layer(d, b) for d, b in zip(self.config.rootfs.diff_ids, self.manifest.layers, strict=True)]
+
+
+class Store:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        for sub in ("layers", "cache/steps", "containers", "tmp"):
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        self.blobs = BlobStore(self.root)
+        self._index_path = os.path.join(self.root, "images.json")
+
+    # -- index ----------------------------------------------------------------------------------------------------
+
+    def _index(self) -> dict[str, dict[str, str]]:
+        try:
+            with open(self._index_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {"images": {}, "tags": {}}
+        except (OSError, ValueError) as exc:
+            raise BuildError(
+                f"the image index {self._index_path} is unreadable ({exc}): run 'imagebuild check'"
+            ) from None
+        return {"images": dict(data.get("images", {})), "tags": dict(data.get("tags", {}))}
+
+    def _save_index(self, index: dict[str, dict[str, str]]) -> None:
+        write_json_atomic(self._index_path, index)
+
+    def tags(self) -> dict[str, str]:
+        return self._index()["tags"]
+
+    def image_ids(self) -> list[str]:
+        return sorted(self._index()["images"])
+
+    def resolve(self, ref: str) -> Image:
+        """An image by tag, full id (sha256:...) or unique id prefix."""
+        index = self._index()
+        image_id = index["tags"].get(normalize_tag(ref)) or index["tags"].get(ref)
+        if image_id is None:
+            bare = ref.removeprefix("sha256:")
+            matches = (
+                [i for i in index["images"] if i.removeprefix("sha256:").startswith(bare)] if len(bare) >= 4 else []
+            )
+            if len(matches) == 1:
+                image_id = matches[0]
+        if image_id is None or image_id not in index["images"]:
+            raise BuildError(
+                f"image '{ref}' is not in the store {self.root}: build it, import it, or check 'imagebuild images'"
+            )
+        manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
+        config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        return Image(image_id, manifest, config)
+
+    def tag(self, image_id: str, name: str) -> None:
+        index = self._index()
+        index["tags"][normalize_tag(name)] = image_id
+        self._save_index(index)
+
+    def untag(self, name: str) -> str:
+        index = self._index()
+        image_id = index["tags"].pop(normalize_tag(name), None)
+        if image_id is None:
+            raise BuildError(f"no tag '{name}' in the store: see 'imagebuild images'")
+        self._save_index(index)
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
+        index = self._index()
+        index["images"].pop(image_id, None)
+        index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
+        self._save_index(index)
+
+    # -- layers ---------------------------------------------------------------------------------------------------
+
+    def layer_dir(self, diff_id: str) -> str:
+        return os.path.join(self.root, "layers", diff_id.removeprefix("sha256:"))
+
+    def scratch_dir(self, prefix: str) -> str:
+        return tempfile.mkdtemp(prefix=prefix, dir=os.path.join(self.root, "tmp"))
+
+    def add_layer(self, layer_dir: str, mtime_clamp: int | None) -> Layer:
+        """Store a layer directory: its deterministic tar (gzip) as a blob, the directory itself as a lower for
+        mounts. A layer already stored (same diff_id) is shared: the new directory is discarded."""
+        raw_fd, raw_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="layer-")
+        try:
+            with os.fdopen(raw_fd, "w+b") as raw:
+                hasher = _Sha256Writer(raw)
+                write_layer_tar(layer_dir, cast(BinaryIO, hasher), mtime_clamp=mtime_clamp, host_owner=_host_owner())
+                diff_id = hasher.digest()
+                raw.seek(0)
+                gz_fd, gz_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="gz-")
+                try:
+                    with os.fdopen(gz_fd, "w+b") as gz:
+                        compress_gzip(raw, gz)
+                        gz.seek(0)
+                        info = self.blobs.put(gz)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(gz_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(raw_path)
+        target = self.layer_dir(diff_id)
+        if os.path.isdir(target):
+            shutil.rmtree(layer_dir, ignore_errors=True)
+        else:
+            os.rename(layer_dir, target)
+        return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
+
+    def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
+        config_bytes = config.to_json()
+        self.blobs.put_bytes(config_bytes)
+        manifest = Manifest(
+            config=descriptor_for(mediatypes.OCI_CONFIG, config_bytes), layers=[lay.blob for lay in layers]
+        )
+        manifest_bytes = manifest.to_json()
+        manifest_info = self.blobs.put_bytes(manifest_bytes)
+        image_id = manifest.config.digest
+        index = self._index()
+        index["images"][image_id] = manifest_info.digest
+        self._save_index(index)
+        return image_id
+
+    # -- cache ----------------------------------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self.root, "cache", key + ".json"), encoding="utf-8") as f:
+                entry: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):
+            return None
+        diff_id = entry.get("diff_id")
+        if diff_id and not os.path.isdir(self.layer_dir(diff_id)):
+            return None  # pruned since
+        return entry
+
+    def cache_put(self, key: str, entry: dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(self.root, "cache", key + ".json"), entry)
+
+    def step_get(self, step: str) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self.root, "cache", "steps", step + ".json"), encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+                return data
+        except (OSError, ValueError):
+            return None
+
+    def step_put(self, step: str, entry: dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
+
+    # -- garbage collection ---------------------------------------------------------------------------------------
+
+    def prune(self) -> tuple[int, int]:
+        """Delete layers and blobs no image refers to; returns (layers removed, bytes of blobs freed)."""
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = set()
+        for image_id, manifest_digest in self._index()["images"].items():
+            keep_blobs.update({manifest_digest, image_id})
+            image = self.resolve(image_id)
+            keep_blobs.update(layer.blob.digest for layer in image.layers)
+            keep_layers.update(layer.diff_id.removeprefix("sha256:") for layer in image.layers)
+        removed = 0
+        for name in os.listdir(os.path.join(self.root, "layers")):
+            if name not in keep_layers:
+                shutil.rmtree(os.path.join(self.root, "layers", name), ignore_errors=True)
+                removed += 1
+        freed = 0
+        for digest in list(self.blobs.iter_digests()):
+            if digest not in keep_blobs:
+                freed += self.blobs.size(digest)
+                self.blobs.delete(digest)
+        shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
+        os.makedirs(os.path.join(self.root, "cache", "steps"))
+        return removed, freed
+
+
+def _host_owner() -> tuple[int, int] | None:
+    """Building as an ordinary user, the files the user owns are the image's root's."""
+    return None if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+
+class _Sha256Writer:
+    def __init__(self, sink: Any) -> None:
+        import hashlib
+
+        self._sink = sink
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return int(self._sink.write(data))
+
+    def flush(self) -> None:
+        self._sink.flush()
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
