@@ -220,14 +220,16 @@ def container_name(image: Image, given: str | None) -> str:
     return name
 
 
-def image_mount(store: Store, image: Image, mountpoint: str, name: str | None) -> UnionMount:
+def image_mount(
+    store: Store, image: Image, mountpoint: str, name: str | None, options: Sequence[str] = ()
+) -> UnionMount:
     lowers = [store.layer_dir(layer.diff_id) for layer in reversed(image.layers)]
     if not lowers:
         lowers = [store.scratch_dir("empty-")]
     if name is None:
-        return UnionMount(mountpoint, lowers)
+        return UnionMount(mountpoint, lowers, options=options)
     upper, work = container_dirs(store, name)
-    return UnionMount(mountpoint, lowers, upper, work)
+    return UnionMount(mountpoint, lowers, upper, work, options)
 
 
 def cmd_run(store: Store, args: argparse.Namespace) -> int:
@@ -240,7 +242,7 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
         raise BuildError(f"image '{args.image}' has no ENTRYPOINT or CMD: give a command to run")
     name = container_name(image, args.name)
     rootfs = store.scratch_dir("run-")
-    mount = image_mount(store, image, rootfs, name)
+    mount = image_mount(store, image, rootfs, name, sandbox.union_options())
     env = {**dict(e.partition("=")[::2] for e in config.env), **key_values(args.env, "-e")}
     child: subprocess.Popen[bytes] | None = None
 

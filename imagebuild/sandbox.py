@@ -13,6 +13,14 @@ from collections.abc import Mapping, Sequence
 from imagebuild.errors import BuildError
 
 
+def union_options() -> list[str]:
+    """Mount options for a rootfs the sandbox runs in: as an ordinary user, the sandbox's root is the user,
+    so the image's root (id 0 in the layers) is shown as the user and what it creates is stored as root's."""
+    if os.geteuid() == 0:
+        return []
+    return [f"uidmapping=0:{os.geteuid()}:1", f"gidmapping=0:{os.getegid()}:1"]
+
+
 def bwrap_command(rootfs: str, argv: Sequence[str], env: Mapping[str, str], workdir: str) -> list[str]:
     tool = shutil.which("bwrap")
     if tool is None:

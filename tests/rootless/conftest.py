@@ -22,7 +22,19 @@ from pathlib import Path
 import pytest
 
 USER = "unionfs-test"
-RUNTIME = ("unionfs", "pyfuse3", "trio", "attr", "attrs", "outcome", "sniffio", "sortedcontainers", "idna")
+RUNTIME = (
+    "unionfs",
+    "imagebuild",
+    "pyfuse3",
+    "trio",
+    "attr",
+    "attrs",
+    "outcome",
+    "sniffio",
+    "sortedcontainers",
+    "idna",
+    "xxhash",
+)
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""imagebuild as an ordinary user: the same Dockerfile and context give the same image as a root build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.rootless.conftest import User
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def built_id(output: str) -> str:
+    return next(line.split()[-1] for line in output.splitlines() if line.startswith("Successfully built"))
+
+
+def test_rootless_build_and_run_match_a_root_build(user: User, workspace: Path) -> None:
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if shutil.which("bwrap") is None or not os.path.exists(busybox):
+        pytest.skip("needs bubblewrap and busybox-static")
+    base = workspace / "busybox"
+    base.mkdir()
+    shutil.copy(EXAMPLES / "busybox" / "Dockerfile", base / "Dockerfile")
+    shutil.copy(busybox, base / "busybox")
+    app = workspace / "app"
+    shutil.copytree(EXAMPLES / "app", app)
+    for path in (base, app):
+        subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
+    ids = {}
+    for who in ("root", "user"):
+        store = workspace / f"store-{who}"
+        store.mkdir()
+        if who == "user":
+            os.chown(store, user.uid, user.gid)
+
+        def run(*args: str, who: str = who, store: Path = store) -> str:
+            command = ["-m", "imagebuild", "--root", str(store), *args]
+            if who == "user":
+                return user.run(user.python, *command).stdout
+            return subprocess.run([sys.executable, *command], check=True, capture_output=True, text=True).stdout
+
+        ids[who] = (built_id(run("build", "-t", "busybox", str(base))), built_id(run("build", "-t", "app", str(app))))
+        if who == "user":
+            out = run("run", "--rm", "app", "sh", "-c", "id -u; stat -c '%u:%g %a' /app/www/index.html /bin/busybox")
+            assert out.split("\n")[:3] == ["0", "0:0 644", "0:0 755"]  # the image's root, seen as root
+    assert ids["user"] == ids["root"]
