@@ -1,0 +1,1 @@
+"""Building images from Dockerfiles: one layer per RUN/COPY/ADD, config changes for the rest."""
