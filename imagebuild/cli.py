@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from imagebuild import context as build_context
-from imagebuild import sandbox
+from imagebuild import sandbox, transport
 from imagebuild.build.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
@@ -74,6 +74,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("mountpoint")
     u = sub.add_parser("umount", help="unmount what 'imagebuild mount' mounted")
     u.add_argument("mountpoint")
+
+    e = sub.add_parser("export", help="write an image as an OCI layout or a docker-archive tarball")
+    e.add_argument("image")
+    e.add_argument("--format", choices=("oci", "docker-archive"), default="oci")
+    e.add_argument("-o", "--output", required=True, help="the layout directory or the tarball to write")
+    e.add_argument("--name", help="the name in an OCI layout's index (default: IMAGE as a tag)")
+    im = sub.add_parser("import", help="read an image from an OCI layout (DIR[:REF]) or a docker-archive")
+    im.add_argument("path")
+    im.add_argument("-t", "--tag", action="append", default=[], help="name the imported image")
 
     run = sub.add_parser("run", help="run a command (default: the image's ENTRYPOINT and CMD) in an image")
     run.add_argument("--rm", action="store_true", help="remove the container layer afterwards")
@@ -270,6 +279,34 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     return status if status >= 0 else 128 - status
 
 
+def cmd_export(store: Store, args: argparse.Namespace) -> None:
+    image = store.resolve(args.image)
+    tags = sorted(t for t, i in store.tags().items() if i == image.id)
+    if args.format == "oci":
+        name = args.name or (normalize_tag(args.image) if normalize_tag(args.image) in tags else None)
+        transport.export_oci_layout(store, image, name, args.output)
+    else:
+        named = [normalize_tag(args.image)] if normalize_tag(args.image) in tags else tags
+        tmp = args.output + ".tmp"
+        with open(tmp, "wb") as f:
+            transport.export_docker_archive(store, image, named, f)
+        os.replace(tmp, args.output)
+    print(f"Exported {image.id[7:19]} to {args.output} ({args.format})")
+
+
+def cmd_import(store: Store, args: argparse.Namespace) -> str:
+    path, ref = args.path, None
+    if not os.path.exists(path) and ":" in path:
+        path, ref = path.split(":", 1)
+    if os.path.isdir(path):
+        image_id = transport.import_oci_layout(store, path, ref, args.tag)
+    elif os.path.isfile(path):
+        image_id = transport.import_docker_archive(store, path, args.tag)
+    else:
+        raise BuildError(f"'{args.path}' does not exist: give an OCI layout directory or a docker-archive tarball")
+    return f"Imported {image_id}"
+
+
 def run_command(args: argparse.Namespace) -> int:
     store = Store(args.root or default_root())
     if args.command == "build":
@@ -296,6 +333,10 @@ def run_command(args: argparse.Namespace) -> int:
         UnionMount(args.mountpoint, ["/"]).unmount()
     elif args.command == "run":
         return cmd_run(store, args)
+    elif args.command == "export":
+        cmd_export(store, args)
+    elif args.command == "import":
+        print(cmd_import(store, args))
     return 0
 
 

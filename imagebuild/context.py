@@ -2,8 +2,8 @@
 
 .dockerignore follows docker: patterns are relative to the context root (a leading / or ./ is dropped),
 `*` and `?` stay within one path component, `**` spans any number of them, a pattern also excludes everything
-below a directory it matches, `!` re-includes, and the last matching pattern wins. The Dockerfile and
-.dockerignore themselves are always sent.
+below a directory it matches, `!` re-includes, and the last matching pattern wins. An excluded Dockerfile or
+.dockerignore is still read for the build, but COPY and ADD never take it (as docker does).
 """
 
 from __future__ import annotations
@@ -147,7 +147,6 @@ def load(root: str, dockerfile_rel: str | None) -> Context:
     if os.path.exists(ignore_path):
         with open(ignore_path, encoding="utf-8", errors="surrogateescape") as f:
             ignore = DockerIgnore.parse(f.read())
-    always = {".dockerignore", dockerfile_rel or "Dockerfile"}
     entries: dict[str, Entry] = {}
 
     def walk(dirfd: int, prefix: str) -> None:
@@ -155,7 +154,7 @@ def load(root: str, dockerfile_rel: str | None) -> Context:
             rel = f"{prefix}{name}"
             st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             is_dir = stat.S_ISDIR(st.st_mode)
-            if ignore.excluded(rel) and rel not in always:
+            if ignore.excluded(rel):
                 if not is_dir:
                     continue
                 # an excluded directory may still hold re-included entries ("!dir/keep")

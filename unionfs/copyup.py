@@ -159,6 +159,10 @@ class Upper:
         """Make directory `node` exist in the upper (parents first); return its borrowed upper fd."""
         if node.layers and node.layers[0] == 0:
             return self.dirfd(node.path)
+        try:  # `node` may predate a copy-up (of a child) that already brought this directory up
+            return self.dirfd(node.path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
         parent = self.tree.resolve(node.path[:-1])
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")

@@ -23,10 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from unionfs.api import MountError, mounted
-from unionfs.ownership import OverrideStat
-from unionfs.whiteout import OVERRIDE_STAT
-
 from imagebuild import sandbox
 from imagebuild.build.state import StageState, sha
 from imagebuild.context import Context
@@ -46,6 +42,9 @@ from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, extract_layer_tar
 from imagebuild.oci import Descriptor, Healthcheck, History, ImageConfig, RootFS
 from imagebuild.store.images import Layer, Store
+from unionfs.api import MountError, mounted
+from unionfs.ownership import OverrideStat
+from unionfs.whiteout import OVERRIDE_STAT
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 MOUNTPOINTS = ("dev", "proc", "sys")  # bubblewrap makes these in the rootfs; they are not the step's work

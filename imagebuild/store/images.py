@@ -30,7 +30,11 @@ def default_root() -> str:
 
 
 def normalize_tag(ref: str) -> str:
-    """`name` means `name:latest`, as docker says."""
+    """`name` means `name:latest`, and docker's canonical `docker.io/library/name` is just `name`."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix) and "/" not in ref[len(prefix) :].split(":")[0]:
+            ref = ref[len(prefix) :]
+            break
     last = ref.rsplit("/", 1)[-1]
     return ref if ":" in last else f"{ref}:latest"
 
@@ -111,6 +115,9 @@ class Store:
         manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
         config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
         return Image(image_id, manifest, config)
+
+    def manifest_digest(self, image_id: str) -> str:
+        return self._index()["images"][image_id]
 
     def tag(self, image_id: str, name: str) -> None:
         index = self._index()

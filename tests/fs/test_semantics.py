@@ -246,3 +246,14 @@ def test_metacopy_file_survives_remount_and_rename(mounter: Mounter, dirs) -> No
     os.rename(m / "data", m / "usr" / "moved")  # a move needs the data: it is copied up first
     assert (m / "usr" / "moved").read_text() == "payload" * 1000
     assert os.stat(dirs["up"] / "usr" / "moved").st_blocks > 0
+
+
+def test_link_and_rename_within_a_directory_only_below(mounter: Mounter, dirs) -> None:
+    """The copy-up of the source brings the directory up; the second step must not try to make it again."""
+    write(dirs["l2"] / "only-below" / "a", "a\n")
+    write(dirs["l2"] / "only-below2" / "b", "b\n")
+    m = rw(mounter, dirs)
+    os.link(m / "only-below" / "a", m / "only-below" / "a-link")
+    assert os.stat(m / "only-below" / "a").st_ino == os.stat(m / "only-below" / "a-link").st_ino
+    os.rename(m / "only-below2" / "b", m / "only-below2" / "b-renamed")
+    assert os.listdir(m / "only-below2") == ["b-renamed"]

@@ -158,9 +158,7 @@ def test_image_config_roundtrip_keeps_unknown_fields() -> None:
 
 
 def test_minimal_config_and_omitempty() -> None:
-    config = ImageConfig(
-        architecture="amd64", os="linux", rootfs=RootFS([D1]), history=[History(created_by="x")]
-    )
+    config = ImageConfig(architecture="amd64", os="linux", rootfs=RootFS([D1]), history=[History(created_by="x")])
     data = json.loads(config.to_json())
     assert data == {
         "architecture": "amd64",
@@ -282,7 +280,4 @@ def test_descriptor_constructor_validates() -> None:
     with pytest.raises(OCIError, match="size"):
         Descriptor(mediatypes.OCI_LAYER, D1, -5)
     sha512 = "sha512:" + "a" * 128
-    assert (
-        Descriptor.from_dict({"mediaType": mediatypes.OCI_LAYER, "digest": sha512, "size": 1}).digest
-        == sha512
-    )
+    assert Descriptor.from_dict({"mediaType": mediatypes.OCI_LAYER, "digest": sha512, "size": 1}).digest == sha512

@@ -1,0 +1,123 @@
+"""The OCI image layout: `oci-layout`, `index.json` (tags as org.opencontainers.image.ref.name), blobs/sha256."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from typing import BinaryIO
+
+from imagebuild.errors import BuildError
+from imagebuild.oci import Descriptor, Index, Manifest, OCIError, mediatypes, validate_digest
+from imagebuild.store.images import Image, Store
+from imagebuild.transport.common import Stager
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def export_oci_layout(store: Store, image: Image, ref_name: str | None, dest: str) -> None:
+    """Write (or add to) an OCI layout at `dest`; the image is named `ref_name` in its index when given."""
+    blobs = os.path.join(dest, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+    manifest_digest = store.manifest_digest(image.id)
+    for digest in (manifest_digest, image.id, *(layer.blob.digest for layer in image.layers)):
+        target = os.path.join(blobs, digest.removeprefix("sha256:"))
+        if not os.path.exists(target):
+            shutil.copyfile(store.blobs.path(digest), target + ".tmp")
+            os.replace(target + ".tmp", target)
+    with open(os.path.join(dest, "oci-layout"), "w", encoding="utf-8") as f:
+        json.dump({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION}, f)
+    index_path = os.path.join(dest, "index.json")
+    manifests: list[Descriptor] = []
+    if os.path.exists(index_path):
+        with open(index_path, "rb") as f:
+            manifests = Index.from_json(f.read()).manifests
+    annotations = {REF_NAME: ref_name} if ref_name else {}
+    manifests = [m for m in manifests if not ref_name or m.annotations.get(REF_NAME) != ref_name]
+    manifests.append(
+        Descriptor(
+            media_type=mediatypes.OCI_MANIFEST,
+            digest=manifest_digest,
+            size=store.blobs.size(manifest_digest),
+            annotations=annotations,
+        )
+    )
+    data = Index(manifests=manifests, media_type=mediatypes.OCI_INDEX).to_json()
+    with open(index_path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(index_path + ".tmp", index_path)
+
+
+def import_oci_layout(store: Store, path: str, ref_name: str | None, tags: list[str]) -> str:
+    stager = Stager(store, path)
+    try:
+        return _import(stager, path, ref_name, tags)
+    finally:
+        stager.discard()
+
+
+def _blob(stager: Stager, root: str, descriptor: Descriptor) -> BinaryIO:
+    try:
+        validate_digest(descriptor.digest)
+    except OCIError as exc:
+        raise stager.fail(str(exc)) from None
+    algorithm, _, hexdigest = descriptor.digest.partition(":")
+    try:
+        return open(os.path.join(root, "blobs", algorithm, hexdigest), "rb")
+    except OSError:
+        raise stager.fail(f"blob {descriptor.digest} is missing from the layout") from None
+
+
+def _read_verified(stager: Stager, root: str, descriptor: Descriptor) -> bytes:
+    import hashlib
+
+    with _blob(stager, root, descriptor) as f:
+        data = f.read()
+    if "sha256:" + hashlib.sha256(data).hexdigest() != descriptor.digest or len(data) != descriptor.size:
+        raise stager.fail(f"blob {descriptor.digest} does not match its digest (corrupt or truncated)")
+    return data
+
+
+def _import(stager: Stager, root: str, ref_name: str | None, tags: list[str]) -> str:
+    if not os.path.isfile(os.path.join(root, "oci-layout")):
+        raise BuildError(f"{root}: not an OCI image layout (no oci-layout file)")
+    try:
+        with open(os.path.join(root, "index.json"), "rb") as f:
+            index = Index.from_json(f.read())
+        chosen = _choose(stager, index.manifests, ref_name)
+        data = _read_verified(stager, root, chosen)
+        if chosen.media_type in mediatypes.INDEX_TYPES:
+            nested = Index.from_json(data).manifests
+            if not nested:
+                raise stager.fail("the image index lists no manifest")
+            chosen = next((m for m in nested if m.platform and m.platform.os == "linux"), nested[0])
+            data = _read_verified(stager, root, chosen)
+        manifest = Manifest.from_json(data)
+        config_bytes = _read_verified(stager, root, manifest.config)
+        from imagebuild.oci import ImageConfig
+
+        config = ImageConfig.from_json(config_bytes)
+    except (OSError, OCIError, ValueError) as exc:
+        raise stager.fail(f"malformed layout: {exc}") from None
+    if len(config.rootfs.diff_ids) != len(manifest.layers):
+        raise stager.fail("the manifest and the config disagree on the number of layers")
+    for layer, diff_id in zip(manifest.layers, config.rootfs.diff_ids, strict=True):
+        if layer.media_type not in mediatypes.LAYER_TYPES:
+            raise stager.fail(f"layer {layer.digest} has an unknown media type {layer.media_type}")
+        stager.stage(layer.digest, functools.partial(_blob, stager, root, layer), diff_id, layer)
+    name = chosen.annotations.get(REF_NAME) or ref_name
+    return stager.commit(config_bytes, tags or ([name] if name and ":" in name else []))
+
+
+def _choose(stager: Stager, manifests: list[Descriptor], ref_name: str | None) -> Descriptor:
+    if ref_name is not None:
+        for m in manifests:
+            if m.annotations.get(REF_NAME) == ref_name:
+                return m
+        names = ", ".join(sorted(m.annotations.get(REF_NAME, "?") for m in manifests))
+        raise stager.fail(f"no image named '{ref_name}' in the layout (it has: {names or 'none'})")
+    if len(manifests) != 1:
+        names = ", ".join(sorted(m.annotations.get(REF_NAME, "?") for m in manifests))
+        raise stager.fail(f"the layout holds {len(manifests)} images ({names}): name one as PATH:REF")
+    return manifests[0]
