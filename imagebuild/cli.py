@@ -250,8 +250,8 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     if not argv:
         raise BuildError(f"image '{args.image}' has no ENTRYPOINT or CMD: give a command to run")
     name = container_name(image, args.name)
-    rootfs = store.scratch_dir("run-")
-    mount = image_mount(store, image, rootfs, name, sandbox.union_options())
+    rootfs = sandbox.mountpoint()
+    mount = image_mount(store, image, rootfs, name, sandbox.union_options(config.user))
     env = {**dict(e.partition("=")[::2] for e in config.env), **key_values(args.env, "-e")}
     child: subprocess.Popen[bytes] | None = None
 
@@ -263,7 +263,8 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         mount.mount()
-        child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/")
+        user = sandbox.resolve_user(rootfs, config.user)
+        child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user)
         status = child.wait()
     except MountError as exc:
         raise BuildError(f"cannot mount image '{args.image}': {exc}") from None

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from imagebuild import sandbox
+from imagebuild import sandbox, transport
 from imagebuild.build.state import StageState, sha
 from imagebuild.context import Context
 from imagebuild.dockerfile import (
@@ -144,6 +144,12 @@ class Builder:
         earlier = self.stages.get(base.lower())
         if earlier is not None:
             return copy.deepcopy(earlier)
+        layout = base.removeprefix("oci:")
+        if os.path.isfile(os.path.join(layout.split(":")[0], "oci-layout")):
+            path, _, ref = layout.partition(":")
+            self._say(f" ---> importing the OCI layout {path}")
+            image_id = transport.import_oci_layout(self.store, path, ref or None, [])
+            return StageState.from_image(self.store.resolve(image_id))
         try:
             image = self.store.resolve(base)
         except BuildError as exc:
@@ -344,16 +350,22 @@ class Builder:
     def _run(self, instruction: Instruction, state: StageState) -> str:
         upper = self.store.scratch_dir("upper-")
         work = self.store.scratch_dir("work-")
-        mnt = self.store.scratch_dir("rootfs-")
+        mnt = sandbox.mountpoint()
         empty = self.store.scratch_dir("empty-")
-        options = sandbox.union_options()
+        options = sandbox.union_options(state.config.user)
         lowers = self._lowers(state, empty)
         try:
             with mounted(mnt, lowers, upper, work, options):
                 workdir = state.config.working_dir or "/"
                 os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
                 env = {**state.args, **state.env}
-                status = self._stream(sandbox.bwrap_command(mnt, self._command(instruction, state), env, workdir))
+                try:
+                    user = sandbox.resolve_user(mnt, state.config.user)
+                except BuildError as exc:
+                    raise BuildError(f"{self._where(instruction)}: {exc}") from None
+                argv = self._command(instruction, state)
+                sandbox.prepare(mnt)
+                status = self._stream(sandbox.bwrap_command(mnt, argv, env, workdir, user))
             if status != 0:
                 raise BuildError(f"{self._where(instruction)}: RUN failed with exit status {status}", status)
             self._drop_mountpoints(upper, lowers)

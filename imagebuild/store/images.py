@@ -144,7 +144,10 @@ class Store:
         return os.path.join(self.root, "layers", diff_id.removeprefix("sha256:"))
 
     def scratch_dir(self, prefix: str) -> str:
-        return tempfile.mkdtemp(prefix=prefix, dir=os.path.join(self.root, "tmp"))
+        """A fresh directory under the store's tmp/; 0755, as it may become a layer's (so a rootfs's) root."""
+        path = tempfile.mkdtemp(prefix=prefix, dir=os.path.join(self.root, "tmp"))
+        os.chmod(path, 0o755)
+        return path
 
     def add_layer(self, layer_dir: str, mtime_clamp: int | None) -> Layer:
         """Store a layer directory: its deterministic tar (gzip) as a blob, the directory itself as a lower for

@@ -180,3 +180,59 @@ def test_reproducible_across_stores_and_source_date_epoch(tool: Tool, ctx: Path,
     assert one.image_id(one.build(ctx)) == two.image_id(two.build(ctx))
     later = Tool(tmp_path / "store-three").run("build", str(ctx), env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert one.image_id(later) != one.image_id(one.build(ctx))
+
+
+def test_user_applies_to_run_and_to_run_command(tool: Tool, ctx: Path, mounted_image: Any) -> None:
+    dockerfile(
+        ctx,
+        "FROM busybox\n"
+        "RUN mkdir -p /etc /home/app && echo 'app:x:1000:1000::/home/app:/bin/sh' > /etc/passwd"
+        " && echo 'app:x:1000:' > /etc/group && chown 1000:1000 /home/app\n"
+        "USER app\n"
+        "RUN id -u > /home/app/uid && touch /home/app/mine\n"
+        'CMD ["id", "-u"]\n',
+    )
+    tool.build(ctx, "-t", "withuser")
+    root = mounted_image("withuser")
+    assert (root / "home" / "app" / "uid").read_text() == "1000\n"
+    assert os.stat(root / "home" / "app" / "mine").st_uid == 1000
+    assert tool.run("run", "--rm", "withuser").stdout.strip() == "1000"
+    dockerfile(ctx, "FROM withuser\nRUN touch /etc/not-yours\n")
+    denied = tool.build(ctx, check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stdout  # USER is not root
+
+
+def test_from_an_oci_layout_and_store_commands(tool: Tool, ctx: Path, tmp_path: Path, mounted_image: Any) -> None:
+    layout = tmp_path / "layout"
+    tool.run("export", "busybox", "-o", str(layout))
+    dockerfile(ctx, f"FROM oci:{layout}:busybox:latest\nRUN echo from-layout > /origin\n")
+    fresh = Tool(tmp_path / "fresh")
+    fresh.build(ctx, "-t", "fromlayout")
+    assert fresh.inspect("fromlayout")["RootFS"]["Layers"][:2] == tool.inspect("busybox")["RootFS"]["Layers"]  # type: ignore[index]
+    fresh.run("tag", "fromlayout", "second:v1")
+    listing = fresh.run("images").stdout
+    assert "second" in listing and "fromlayout" in listing
+    fresh.run("rmi", "fromlayout")
+    assert "fromlayout" not in fresh.run("images").stdout and "second" in fresh.run("images").stdout
+    fresh.run("rmi", "second:v1")
+    pruned = fresh.run("prune").stdout
+    assert "Deleted" in pruned
+    kept = {layer.removeprefix("sha256:") for layer in fresh.inspect(next(iter(_ids(fresh))))["RootFS"]["Layers"]}  # type: ignore[index]
+    assert set(os.listdir(fresh.root / "layers")) == kept  # only the imported base's layers remain
+    # a mount with a container layer keeps its changes across mounts until the container is removed
+    point = tmp_path / "rw"
+    point.mkdir()
+    tool.run("mount", "--name", "keep", "busybox", str(point))
+    (point / "note").write_text("kept\n")
+    tool.run("umount", str(point))
+    tool.run("mount", "--name", "keep", "busybox", str(point))
+    try:
+        assert (point / "note").read_text() == "kept\n"
+    finally:
+        tool.run("umount", str(point))
+    assert not (mounted_image("busybox") / "note").exists()  # the image itself is unchanged
+
+
+def _ids(tool: Tool) -> list[str]:
+    lines = tool.run("images").stdout.splitlines()[1:]
+    return [line.split()[2] for line in lines]
