@@ -21,7 +21,10 @@ cp "$here/busybox/Dockerfile" "$ctx/Dockerfile"
 cp "$busybox" "$ctx/busybox"
 
 step "1. the base image: FROM scratch, COPY busybox, RUN busybox --install"
-"$bin" build -t busybox:latest "$ctx"
+"$bin" build -t busybox:1.35 "$ctx"
+
+step "   lint: does the app's Dockerfile follow the advice?"
+"$bin" lint "$here/app"
 
 step "2. the app (examples/app/Dockerfile): FROM busybox, WORKDIR /app, COPY . /app, RUN setup, EXPOSE 5000, CMD"
 "$bin" build -t demo-app:latest "$here/app"

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from imagebuild import analyze, lint, sandbox, transport
 from imagebuild import context as build_context
-from imagebuild import sandbox, transport
 from imagebuild.build.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
@@ -84,6 +84,26 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("path")
     im.add_argument("-t", "--tag", action="append", default=[], help="name the imported image")
 
+    li = sub.add_parser("lint", help="check a Dockerfile (and its context) for mistakes and waste")
+    li.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    li.add_argument("--format", choices=("text", "json"), default="text")
+    li.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "info", "style"),
+        default="warning",
+        help="exit 1 when a finding is this severe or worse (default: warning)",
+    )
+    li.add_argument("context", nargs="?", default=None, metavar="CONTEXT")
+
+    a = sub.add_parser("analyze", help="per-layer changes, wasted bytes and an efficiency score")
+    a.add_argument("image")
+    a.add_argument("--format", choices=("text", "json"), default="text")
+    a.add_argument("--layer", type=int, help="show this layer's changes (with --tree, as a tree)")
+    a.add_argument("--tree", action="store_true")
+    a.add_argument("--ci", action="store_true", help="fail (exit 1) when a threshold is not met")
+    a.add_argument("--lowest-efficiency", type=float, default=0.9, metavar="RATIO", help="with --ci (default 0.9)")
+    a.add_argument("--highest-wasted-bytes", type=int, default=None, metavar="BYTES", help="with --ci")
+
     run = sub.add_parser("run", help="run a command (default: the image's ENTRYPOINT and CMD) in an image")
     run.add_argument("--rm", action="store_true", help="remove the container layer afterwards")
     run.add_argument("--name", help="the container layer's name (kept under the store without --rm)")
@@ -136,6 +156,11 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)
     print(f"Cache: {hits} of {len(layered)} layer steps reused")
+    report = analysis(store, store.resolve(image_id), duplicates=False)
+    summary = f"Efficiency: {report.efficiency:.1%}, {human(report.wasted)} of {human(report.total)} wasted"
+    if report.wasted:
+        summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
+    print(summary)
     print(f"Successfully built {image_id}")
     for tag in args.tag:
         store.tag(image_id, tag)
@@ -280,6 +305,50 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     return status if status >= 0 else 128 - status
 
 
+def cmd_lint(args: argparse.Namespace) -> int:
+    context = args.context
+    dockerfile = args.file or os.path.join(context or ".", "Dockerfile")
+    if not os.path.isfile(dockerfile):
+        raise BuildError(f"no Dockerfile at '{dockerfile}': name it with -f")
+    if context is not None and not os.path.isdir(context):
+        raise BuildError(f"build context '{context}' is not a directory")
+    report = lint.lint(dockerfile, context)
+    print(lint.render_json(report) if args.format == "json" else lint.render_text(report))
+    return 1 if lint.failing(report, lint.Severity[args.fail_on.upper()]) else 0
+
+
+def analysis(store: Store, image: Image, duplicates: bool = True) -> analyze.Report:
+    made_by = [h.created_by or "" for h in image.config.history if not h.empty_layer]
+    made_by += [""] * (len(image.layers) - len(made_by))
+    dirs = [store.layer_dir(layer.diff_id) for layer in image.layers]
+    return analyze.analyze(dirs, made_by[: len(dirs)], duplicates=duplicates)
+
+
+def cmd_analyze(store: Store, args: argparse.Namespace) -> int:
+    report = analysis(store, store.resolve(args.image))
+    if args.layer is not None:
+        if not 0 <= args.layer < len(report.layers):
+            raise BuildError(f"--layer {args.layer}: the image has layers 0 to {len(report.layers) - 1}")
+        layer = report.layers[args.layer]
+        if args.tree:
+            print(analyze.render_tree(layer))
+        else:
+            for change in layer.changes:
+                print(f"{change.kind:<8} {human(change.size):>9}  /{change.path}")
+        return 0
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else analyze.render_text(report))
+    if args.ci:
+        failures = []
+        if report.efficiency < args.lowest_efficiency:
+            failures.append(f"efficiency {report.efficiency:.1%} is below {args.lowest_efficiency:.1%}")
+        if args.highest_wasted_bytes is not None and report.wasted > args.highest_wasted_bytes:
+            failures.append(f"{report.wasted} wasted bytes exceed {args.highest_wasted_bytes}")
+        if failures:
+            print(f"imagebuild: analyze --ci failed: {'; '.join(failures)}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_export(store: Store, args: argparse.Namespace) -> None:
     image = store.resolve(args.image)
     tags = sorted(t for t, i in store.tags().items() if i == image.id)
@@ -309,6 +378,8 @@ def cmd_import(store: Store, args: argparse.Namespace) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "lint":
+        return cmd_lint(args)
     store = Store(args.root or default_root())
     if args.command == "build":
         cmd_build(store, args)
@@ -334,6 +405,10 @@ def run_command(args: argparse.Namespace) -> int:
         UnionMount(args.mountpoint, ["/"]).unmount()
     elif args.command == "run":
         return cmd_run(store, args)
+    elif args.command == "lint":
+        return cmd_lint(args)
+    elif args.command == "analyze":
+        return cmd_analyze(store, args)
     elif args.command == "export":
         cmd_export(store, args)
     elif args.command == "import":

@@ -70,7 +70,7 @@ def tool(tmp_path_factory: pytest.TempPathFactory) -> Tool:
     ctx.mkdir()
     shutil.copy(Path(__file__).resolve().parents[2] / "examples" / "busybox" / "Dockerfile", ctx / "Dockerfile")
     shutil.copy(busybox, ctx / "busybox")
-    t.build(ctx, "-t", "busybox")
+    t.build(ctx, "-t", "busybox", "-t", "busybox:1.35")
     return t
 
 
