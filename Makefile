@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages: FUSE and pyfuse3's build needs; peers and oracles the tests and benchmarks compare with.
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr fuse-overlayfs \
-	busybox-static bubblewrap uidmap skopeo umoci docker-registry buildah crun hyperfine
+	busybox-static bubblewrap uidmap skopeo umoci docker-registry apache2-utils buildah crun hyperfine
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

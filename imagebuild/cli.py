@@ -24,6 +24,7 @@ from imagebuild.build.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
 from imagebuild.store.images import Image, Store, default_root, normalize_tag
+from imagebuild.transport import registry
 from unionfs.api import MountError, UnionMount
 
 NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
@@ -53,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--target", help="build up to this stage")
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
+    b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
     b.add_argument("context", metavar="CONTEXT")
 
     sub.add_parser("images", help="list images")
@@ -104,6 +106,21 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--lowest-efficiency", type=float, default=0.9, metavar="RATIO", help="with --ci (default 0.9)")
     a.add_argument("--highest-wasted-bytes", type=int, default=None, metavar="BYTES", help="with --ci")
 
+    ps = sub.add_parser("push", help="push an image to a registry: REGISTRY/NAME[:TAG]")
+    ps.add_argument("image")
+    ps.add_argument("ref")
+    ps.add_argument("--insecure", action="store_true", help="plain http (a registry on localhost, say)")
+    ps.add_argument("--mount-from", metavar="REPO", help="ask the registry to mount blobs from this repository")
+    pl = sub.add_parser("pull", help="pull an image from a registry: REGISTRY/NAME[:TAG|@DIGEST]")
+    pl.add_argument("ref")
+    pl.add_argument("-t", "--tag", action="append", default=[])
+    pl.add_argument("--insecure", action="store_true")
+    lo = sub.add_parser("login", help="store credentials for a registry in ~/.docker/config.json")
+    lo.add_argument("registry")
+    lo.add_argument("-u", "--username", required=True)
+    lo.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    lo.add_argument("--insecure", action="store_true")
+
     run = sub.add_parser("run", help="run a command (default: the image's ENTRYPOINT and CMD) in an image")
     run.add_argument("--rm", action="store_true", help="remove the container layer afterwards")
     run.add_argument("--name", help="the container layer's name (kept under the store without --rm)")
@@ -149,7 +166,12 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     options = Options(
-        key_values(args.build_arg, "--build-arg"), args.target, args.no_cache, args.explain_cache, epoch()
+        key_values(args.build_arg, "--build-arg"),
+        args.target,
+        args.no_cache,
+        args.explain_cache,
+        epoch(),
+        args.insecure,
     )
     builder = Builder(store, ctx, df, options, sys.stdout)
     image_id, _state = builder.build()
@@ -305,6 +327,18 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     return status if status >= 0 else 128 - status
 
 
+def cmd_login(args: argparse.Namespace) -> None:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"Password for {args.username}@{args.registry}: ")
+    client = registry.Client(args.registry, insecure=args.insecure, credentials=(args.username, password))
+    client.request("GET", "/v2/", scope="")  # fails with a clear line when the credentials are wrong
+    print(f"Login succeeded; credentials saved in {registry.save_credentials(args.registry, args.username, password)}")
+
+
 def cmd_lint(args: argparse.Namespace) -> int:
     context = args.context
     dockerfile = args.file or os.path.join(context or ".", "Dockerfile")
@@ -407,6 +441,17 @@ def run_command(args: argparse.Namespace) -> int:
         return cmd_run(store, args)
     elif args.command == "lint":
         return cmd_lint(args)
+    elif args.command == "push":
+        ref = registry.Reference.parse(args.ref)
+        client = registry.Client(ref.registry, insecure=args.insecure)
+        digest = registry.push(store, store.resolve(args.image), ref, client, args.mount_from)
+        print(f"Pushed {ref} ({digest}); {len(client.sent)} blob(s) sent")
+    elif args.command == "pull":
+        ref = registry.Reference.parse(args.ref)
+        image_id = registry.pull(store, ref, registry.Client(ref.registry, insecure=args.insecure), args.tag)
+        print(f"Pulled {ref} as {image_id}")
+    elif args.command == "login":
+        cmd_login(args)
     elif args.command == "analyze":
         return cmd_analyze(store, args)
     elif args.command == "export":

@@ -41,7 +41,8 @@ from imagebuild.dockerfile import (
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, extract_layer_tar
 from imagebuild.oci import Descriptor, Healthcheck, History, ImageConfig, RootFS
-from imagebuild.store.images import Layer, Store
+from imagebuild.store.images import Image, Layer, Store
+from imagebuild.transport import registry
 from unionfs.api import MountError, mounted
 from unionfs.ownership import OverrideStat
 from unionfs.whiteout import OVERRIDE_STAT
@@ -57,6 +58,7 @@ class Options:
     no_cache: bool = False
     explain: bool = False
     epoch: int = 0
+    insecure: bool = False  # FROM a registry over plain http
 
 
 @dataclass
@@ -153,12 +155,24 @@ class Builder:
         try:
             image = self.store.resolve(base)
         except BuildError as exc:
-            raise BuildError(f"{self.df.path}:{instruction.line}: {exc}") from None
+            first = base.split("/", 1)[0]
+            if "/" not in base or not ("." in first or ":" in first or first == "localhost"):
+                raise BuildError(f"{self.df.path}:{instruction.line}: {exc}") from None
+            image = self._pull(instruction, base)
         state = StageState.from_image(image)
         state.config.on_build = list(image.config.config.on_build)
         return state
 
     # -- helpers --------------------------------------------------------------------------------------------------
+
+    def _pull(self, instruction: Instruction, base: str) -> Image:
+        ref = registry.Reference.parse(base)
+        self._say(f" ---> pulling {ref}")
+        try:
+            client = registry.Client(ref.registry, insecure=self.options.insecure)
+            return self.store.resolve(registry.pull(self.store, ref, client, []))
+        except BuildError as exc:
+            raise BuildError(f"{self._where(instruction)}: {exc}") from None
 
     def _where(self, instruction: Instruction) -> str:
         return f"{self.df.path}:{instruction.line}"
