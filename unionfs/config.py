@@ -6,6 +6,7 @@ Every ConfigError message is one line a user can act on: what is wrong, where, a
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import shutil
@@ -252,8 +253,15 @@ def validate(config: MountConfig) -> MountConfig:
     lowers = [_check_dir("lowerdir", d) for d in config.lowers]
     upper = _check_dir("upperdir", config.upper) if config.upper else None
     work = _check_dir("workdir", config.work) if config.work else None
-    if not os.path.exists(config.mountpoint):
-        raise ConfigError(f"mount point '{config.mountpoint}' does not exist: create it (mkdir -p) first")
+    try:
+        os.stat(config.mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            point = os.path.abspath(config.mountpoint)
+            raise ConfigError(
+                f"'{point}' is a dead mount (its daemon is gone): clear it with 'unionfs umount {point}'"
+            ) from None
+        raise ConfigError(f"mount point '{config.mountpoint}' does not exist: create it (mkdir -p) first") from None
     if not os.path.isdir(config.mountpoint):
         raise ConfigError(f"mount point '{config.mountpoint}' is not a directory: give an empty directory")
     mountpoint = os.path.realpath(config.mountpoint)

@@ -13,12 +13,12 @@ import itertools
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from .layers import Layer, Path, lstat_at, read_override
 from .ownership import OverrideStat
-from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from .tree import Node, Tree
 from .whiteout import (
     OPAQUE_MARKER,
@@ -29,6 +29,7 @@ from .whiteout import (
     USER_METACOPY,
     USER_OPAQUE,
     WhiteoutForm,
+    is_chardev_whiteout,
     is_internal_xattr,
     whiteout_name,
 )
@@ -97,6 +98,7 @@ class Upper:
         self.fsync = fsync
         self.metacopy = metacopy
         self.privileged = privileged  # may chown to any id and mknod devices; else ownership is recorded
+        self.rename_whiteout = True  # until the kernel says RENAME_WHITEOUT is not for us
         self.metacopy_xattr = TRUSTED_METACOPY if opaque_xattr == TRUSTED_OPAQUE else USER_METACOPY
         self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
         self._names = itertools.count()
@@ -110,6 +112,16 @@ class Upper:
 
     def tmpname(self) -> str:
         return f"#{os.getpid()}.{next(self._names)}"
+
+    @contextlib.contextmanager
+    def staging(self, tmp: str) -> Iterator[None]:
+        """Build work-dir entry `tmp`; if building fails (ENOSPC, say), remove what was built."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.discard(tmp)
+            raise
 
     def dirfd(self, path: Path) -> int:
         return self.layer.dirfd(path)
@@ -169,9 +181,10 @@ class Upper:
         parent_fd = self.ensure_dir(parent)
         src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         tmp = self.tmpname()
-        os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
-        self._set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
-        renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
+        with self.staging(tmp):
+            os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
+            self._set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
+            renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
@@ -228,8 +241,9 @@ class Upper:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
         tmp = self.tmpname()
-        self._copy_nondir(node, self.work_fd, tmp, content)
-        renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
+        with self.staging(tmp):
+            self._copy_nondir(node, self.work_fd, tmp, content)
+            renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:
             self._link_up(node)
@@ -284,7 +298,8 @@ class Upper:
     def copy_tree(self, node: Node) -> str:
         """A full copy of the merged directory `node` under the work dir; returns its name there."""
         tmp = self.tmpname()
-        self._copy_dir_into(node, self.work_fd, tmp)
+        with self.staging(tmp):
+            self._copy_dir_into(node, self.work_fd, tmp)
         return tmp
 
     def _copy_dir_into(self, node: Node, dst_dir: int, name: str) -> None:
@@ -330,13 +345,51 @@ class Upper:
             os.mknod(tmp, stat.S_IFCHR, 0, dir_fd=self.work_fd)
             os.rename(tmp, name, src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
             return
+        self._whiteout_file(dirfd, name)
+        if lstat_at(dirfd, name) is not None:
+            os.unlink(name, dir_fd=dirfd)
+
+    def _whiteout_file(self, dirfd: int, name: str) -> None:
+        """A `.wh.NAME` file. Until NAME itself goes, NAME still shows: a same-layer entry wins."""
         if len(os.fsencode(whiteout_name(name))) > 255:
             raise OSError(errno.ENAMETOOLONG, "no room for a .wh. whiteout of this name: use whiteout=chardev")
         tmp = self.tmpname()
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self.work_fd))
         os.rename(tmp, whiteout_name(name), src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
-        if lstat_at(dirfd, name) is not None:
-            os.unlink(name, dir_fd=dirfd)
+
+    def move(self, old_fd: int, old: str, new_fd: int, new: str, is_dir: bool, whiteout: bool) -> None:
+        """Rename upper entry old -> new, replacing what the upper has at new (a whiteout, an empty merged
+        directory, a file), and leave a whiteout at old when the layers below have it: in one step where the
+        kernel can (RENAME_WHITEOUT), so a crash never leaves both names or neither."""
+        existing = lstat_at(new_fd, new)
+        if existing is not None and (is_dir or stat.S_ISDIR(existing.st_mode)):
+            renameat2(old_fd, old, new_fd, new, RENAME_EXCHANGE)
+            self.layer.flush()
+            displaced = os.stat(old, dir_fd=old_fd, follow_symlinks=False)
+            if not (whiteout and is_chardev_whiteout(displaced.st_mode, displaced.st_rdev)):
+                self.remove_entry(old_fd, old, whiteout)
+        elif whiteout and self.form is WhiteoutForm.CHARDEV and self.rename_whiteout:
+            try:
+                renameat2(old_fd, old, new_fd, new, RENAME_WHITEOUT)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP):
+                    raise
+                self.rename_whiteout = False  # this filesystem or this process cannot: two steps from now on
+                os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+                self.make_whiteout(old_fd, old)
+            if is_dir:
+                self.layer.flush()
+        elif whiteout and self.form is WhiteoutForm.FILE:
+            self._whiteout_file(old_fd, old)
+            os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+        else:
+            os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+            if whiteout:
+                self.make_whiteout(old_fd, old)
+        if is_dir:
+            self.layer.flush()
+        if lstat_at(new_fd, whiteout_name(new)) is not None:
+            os.unlink(whiteout_name(new), dir_fd=new_fd)
 
     def make_opaque(self, dirfd: int, name: str) -> None:
         if self.form is WhiteoutForm.CHARDEV:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .copyup import Content, Upper, proc_path
 from .errors import UnionError
-from .layers import Path, lstat_at
+from .layers import Path
 from .ownership import replace_stat
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
 from .tree import Node, Tree
@@ -309,9 +309,7 @@ class UnionFS:
         src = self._copy_up(src)
         new_fd = upper.ensure_dir(new_parent)
         old_fd = upper.ensure_dir(self.resolve(old_parent.path))
-        upper.place(old_fd, old, new_fd, new, False)
-        if src_whiteout:
-            upper.make_whiteout(old_fd, old)
+        upper.move(old_fd, old, new_fd, new, False, src_whiteout)
 
     def _rename_dir(self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool) -> None:
         """Move a directory, merged or not, with no EXDEV: a merged or lower directory is first copied whole
@@ -320,31 +318,21 @@ class UnionFS:
         new_fd = upper.ensure_dir(new_parent)
         old_fd = upper.ensure_dir(self.resolve(old_parent.path))
         opaque = self.tree.lower_has(new_parent, new)
-        if src.layers == (0,):
-            # wholly in the upper: one rename; a displaced empty directory or whiteout lands at the old name
+        if src.layers == (0,):  # wholly in the upper: one move
             if opaque:
                 upper.make_opaque(old_fd, src.name)
-            if upper.place(old_fd, src.name, new_fd, new, True):
-                displaced = os.stat(src.name, dir_fd=old_fd, follow_symlinks=False)
-                if not (src_whiteout and stat.S_ISCHR(displaced.st_mode)):
-                    upper.remove_entry(old_fd, src.name, src_whiteout)
-            elif src_whiteout:
-                upper.make_whiteout(old_fd, src.name)
+            upper.move(old_fd, src.name, new_fd, new, True, src_whiteout)
             return
+        # A merged or lower directory: its whole merged content, copied into the work dir (upper files by hard
+        # link), first takes the old name (the same content: still the old state), then moves in one step.
         tmp = upper.copy_tree(src)
         try:
-            if opaque:
-                upper.make_opaque(upper.work_fd, tmp)
-            upper.place_new(tmp, new_fd, new, True)
+            upper.make_opaque(upper.work_fd, tmp)  # at the old name it stands over the lower directory
+            upper.place_new(tmp, old_fd, src.name, True)
         except BaseException:
             upper.discard(tmp)
             raise
-        old_fd = upper.dirfd(old_parent.path)
-        left = lstat_at(old_fd, src.name)  # the upper part of the old directory, if it had (or got) one
-        if left is not None and stat.S_ISDIR(left.st_mode):
-            upper.remove_entry(old_fd, src.name, src_whiteout)
-        elif src_whiteout:
-            upper.make_whiteout(old_fd, src.name)
+        upper.move(old_fd, src.name, new_fd, new, True, src_whiteout)
 
     def setattr(
         self,
