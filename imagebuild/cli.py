@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rmi", help="remove an image name (and the image, when it has no other)")
     r.add_argument("images", nargs="+")
     sub.add_parser("prune", help="delete layers and blobs no image uses")
+    ck = sub.add_parser("check", help="verify every blob, layer and image in the store")
+    ck.add_argument("--repair", action="store_true", help="remove what is broken and leftovers of interrupted work")
 
     m = sub.add_parser("mount", help="mount an image's rootfs: its layers plus a container layer")
     m.add_argument("--read-only", action="store_true", help="no container layer")
@@ -427,6 +429,17 @@ def run_command(args: argparse.Namespace) -> int:
         store.tag(store.resolve(args.image).id, args.name)
     elif args.command == "rmi":
         cmd_rmi(store, args.images)
+    elif args.command == "check":
+        problems = store.check(args.repair)
+        for problem in problems:
+            print(problem)
+        if problems and not args.repair:
+            print(
+                f"imagebuild: {len(problems)} problem(s); 'imagebuild check --repair' removes what is broken",
+                file=sys.stderr,
+            )
+            return 1
+        print("store repaired" if problems else "store consistent")
     elif args.command == "prune":
         layers, freed = store.prune()
         print(f"Deleted {layers} layers, freed {human(freed)} of blobs")

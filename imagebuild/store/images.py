@@ -22,6 +22,8 @@ from imagebuild.errors import BuildError
 from imagebuild.layer import compress_gzip, write_layer_tar
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes
 from imagebuild.store.blobs import BlobStore
+from unionfs.api import UnionMount
+from unionfs.config import mounted_points
 
 
 def default_root() -> str:
@@ -219,6 +221,52 @@ class Store:
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
 
+    # -- consistency ----------------------------------------------------------------------------------------------
+
+    def check(self, repair: bool) -> list[str]:
+        """Verify every blob against its digest, every image's manifest, config and layers; list what is wrong.
+        With `repair`, remove what is broken (and images that need it) and the leftovers of interrupted work."""
+        problems: list[str] = []
+        bad: set[str] = set()
+        for digest in list(self.blobs.iter_digests()):
+            try:
+                self.blobs.verify(digest)
+            except Exception as exc:
+                problems.append(f"blob {digest}: {exc}")
+                bad.add(digest)
+        index = self._index()
+        for image_id, manifest_digest in sorted(index["images"].items()):
+            needed = {manifest_digest, image_id}
+            try:
+                image = self.resolve(image_id)
+                needed |= {layer.blob.digest for layer in image.layers}
+                missing_dirs = [lay.diff_id for lay in image.layers if not os.path.isdir(self.layer_dir(lay.diff_id))]
+            except Exception as exc:
+                problems.append(f"image {image_id}: unreadable ({exc})")
+                missing_dirs = []
+                needed.add("unreadable")
+            broken = sorted((needed & bad) | {d for d in needed if d != "unreadable" and not self.blobs.has(d)})
+            if broken or missing_dirs or "unreadable" in needed:
+                problems.append(f"image {image_id}: needs {', '.join(broken + missing_dirs) or 'a readable manifest'}")
+                if repair:
+                    self.remove_image(image_id)
+        stale = stale_rootfs_mounts()
+        for point in stale:
+            problems.append(f"a rootfs of an interrupted build or run is still mounted at {point}")
+            if repair:
+                UnionMount(point, ["/"]).unmount()
+        leftovers = os.listdir(os.path.join(self.root, "tmp"))
+        if leftovers:
+            problems.append(f"{len(leftovers)} leftover(s) of interrupted work in {os.path.join(self.root, 'tmp')}")
+        if repair:
+            for digest in bad:
+                self.blobs.delete(digest)
+            for name in leftovers:
+                path = os.path.join(self.root, "tmp", name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+            self.blobs.clean_tmp(older_than=0)
+        return problems
+
     # -- garbage collection ---------------------------------------------------------------------------------------
 
     def prune(self) -> tuple[int, int]:
@@ -243,6 +291,23 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
+
+
+def stale_rootfs_mounts() -> list[str]:
+    """Union mounts on our rootfs mountpoints whose builder or runner is gone (SIGKILL leaves them)."""
+    prefix = os.path.join(tempfile.gettempdir(), "imagebuild-rootfs-")
+    points = [p for p in mounted_points() if p.startswith(prefix)]
+    alive = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(b"imagebuild" in a for a in argv[:3]) and (b"build" in argv or b"run" in argv):
+                alive.add(pid)
+    return points if not alive else []
 
 
 def _host_owner() -> tuple[int, int] | None:

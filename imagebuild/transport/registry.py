@@ -166,8 +166,10 @@ class Client:
             if self.credentials is None:
                 raise BuildError(f"{self.registry} needs a login: run 'imagebuild login {self.registry}'")
             if (self.authorization or "").startswith("Basic"):
-                raise BuildError(f"{self.registry} refused the credentials of '{self.credentials[0]}': check them "
-                                 f"with 'imagebuild login {self.registry}'")
+                raise BuildError(
+                    f"{self.registry} refused the credentials of '{self.credentials[0]}': check them "
+                    f"with 'imagebuild login {self.registry}'"
+                )
             user, password = self.credentials
             self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
             return True
