@@ -169,8 +169,9 @@ def read_view(dirfd: int) -> DirView:
 class Layer:
     """One directory of the union. Index 0 is the top; the upper, when there is one, is index 0."""
 
-    def __init__(self, path: str, index: int, writable: bool) -> None:
+    def __init__(self, path: str, index: int, writable: bool, fd_cache: int = FD_CACHE_SIZE) -> None:
         self.path = path
+        self.fd_cache = fd_cache
         self.index = index
         self.writable = writable
         self.root_fd = os.open(path, DIR_FLAGS)
@@ -191,7 +192,7 @@ class Layer:
         parent = self.dirfd(path[:-1])
         fd = os.open(path[-1], DIR_FLAGS, dir_fd=parent)
         self._fds[path] = fd
-        if len(self._fds) > FD_CACHE_SIZE:
+        if len(self._fds) > self.fd_cache:
             self._retired.append(self._fds.popitem(last=False)[1])
         return fd
 

@@ -14,7 +14,7 @@ import trio
 
 from .config import MountConfig
 from .copyup import WORK_SUBDIR, Upper, can_chown, chardev_whiteouts_allowed, opaque_xattr_for
-from .layers import Layer, effective_stat, read_override
+from .layers import FD_CACHE_SIZE, Layer, effective_stat, read_override
 from .ops import Timeouts, UnionOperations
 from .tree import Tree
 from .union import UnionFS
@@ -31,24 +31,32 @@ def prepare_work(work: str) -> None:
     os.mkdir(ours, 0o700)
 
 
-def raise_fd_limit() -> None:
-    """Directory fds are cached and a big copy-up opens many: take the hard limit, as fuse-overlayfs does."""
+def raise_fd_limit() -> int:
+    """Directory fds are cached and a big copy-up opens many: take the hard limit, as fuse-overlayfs does.
+    Returns the limit we now have."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+def fd_cache_size(limit: int, layers: int) -> int:
+    """Per-layer directory fd cache: at most a third of the fd limit in all, so open files always have room."""
+    return max(4, min(FD_CACHE_SIZE, limit // (3 * max(layers, 1))))
 
 
 def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
     """Open every layer and the work dir; returns the filesystem and a function that closes it all."""
-    raise_fd_limit()
+    cache = fd_cache_size(raise_fd_limit(), len(config.lowers) + 1)
     old_umask = os.umask(0)  # modes are set explicitly; the caller's umask was applied by the kernel
     layers: list[Layer] = []
     upper: Upper | None = None
     try:
         if config.upper and config.work:
-            layers.append(Layer(config.upper, 0, writable=True))
+            layers.append(Layer(config.upper, 0, writable=True, fd_cache=cache))
         for path in config.lowers:
-            layers.append(Layer(path, len(layers), writable=False))
+            layers.append(Layer(path, len(layers), writable=False, fd_cache=cache))
         tree = Tree(layers)
         if config.upper and config.work:
             prepare_work(config.work)

@@ -166,3 +166,41 @@ def test_hostile_layers_never_lead_the_daemon_outside(mounter: Mounter, tmp_path
     assert os.listdir(sentinel) == ["secret"] and os.stat(sentinel / "secret").st_mtime_ns == before.st_mtime_ns
     assert (sentinel / "secret").read_text() == "outside the layers\n"
     assert os.path.islink(below / "etc") and os.readlink(below / "escape") == str(sentinel)
+
+
+def test_a_low_fd_limit_is_respected(tmp_path: Path) -> None:
+    """Directory fds are cached per layer; with only 64 fds the daemon must still walk and copy up a wide tree."""
+    if subprocess.run(["prlimit", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("prlimit (util-linux) is not installed")
+    lower, up, work, mnt = (tmp_path / n for n in ("lower", "up", "work", "mnt"))
+    for i in range(150):
+        write(lower / f"d{i}" / "sub" / "f", f"{i}\n")
+    for d in (up, work, mnt):
+        d.mkdir()
+    pidfile = tmp_path / "pid"
+    done = subprocess.run(
+        [
+            "prlimit",
+            "--nofile=64:64",
+            *UNIONFS,
+            "mount",
+            "-o",
+            f"lowerdir={lower},upperdir={up},workdir={work}",
+            "--pidfile",
+            str(pidfile),
+            str(mnt),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(pidfile.read_text())
+    try:
+        for i in range(150):
+            with open(mnt / f"d{i}" / "sub" / "f", "a") as f:
+                f.write("more\n")
+        assert all((mnt / f"d{i}" / "sub" / "f").read_text() == f"{i}\nmore\n" for i in range(150))
+        assert len(os.listdir(f"/proc/{pid}/fd")) <= 64
+    finally:
+        subprocess.run([*UNIONFS, "umount", str(mnt)], capture_output=True)
+        reap(pid)
