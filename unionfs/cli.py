@@ -177,12 +177,36 @@ def cmd_umount(argv: Sequence[str]) -> None:
     )
 
 
+def cmd_stress(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="unionfs stress", description="Put a mount under load, checking results.")
+    parser.add_argument("mountpoint")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.mountpoint) or not os.access(args.mountpoint, os.W_OK):
+        die(f"'{args.mountpoint}' is not a writable directory: mount a union with an upper there first")
+    from .stress import run
+
+    results = run(args.mountpoint, args.processes, args.seconds, args.seed)
+    errors = [e for r in results for e in r.errors]
+    print(
+        f"{sum(r.operations for r in results)} operations by {len(results)} processes in {args.seconds:g}s: "
+        f"{len(errors)} error(s)"
+    )
+    for error in errors[:20]:
+        print(f"  {error}")
+    sys.exit(1 if errors else 0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "mount":
         cmd_mount(args[1:], "unionfs mount")
     elif args and args[0] in ("umount", "unmount"):
         cmd_umount(args[1:])
+    elif args and args[0] == "stress":
+        cmd_stress(args[1:])
     elif args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
         cmd_mount(args, "unionfs")  # the fuse-overlayfs form that podman's and buildah's mount_program uses
     else:

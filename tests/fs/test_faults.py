@@ -204,3 +204,39 @@ def test_a_low_fd_limit_is_respected(tmp_path: Path) -> None:
     finally:
         subprocess.run([*UNIONFS, "umount", str(mnt)], capture_output=True)
         reap(pid)
+
+
+def daemon_usage(pid: int) -> tuple[int, int]:
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return fds, rss
+
+
+def test_stress_gives_no_errors_and_no_fd_or_memory_growth(mounter: Mounter, tmp_path: Path) -> None:
+    for i in range(30):
+        write(tmp_path / "lower" / f"lowfile{i}", f"{i}\n")
+        write(tmp_path / "lower" / f"lowdir{i}" / "inner", "x")
+    (tmp_path / "up").mkdir()
+    (tmp_path / "work").mkdir()
+    mount = mounter([tmp_path / "lower"], tmp_path / "up", tmp_path / "work")
+    assert mount.pid is not None
+    warmup = subprocess.run(
+        [*UNIONFS, "stress", str(mount.mountpoint), "--processes", "4", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert warmup.returncode == 0, warmup.stdout
+    fds_before, rss_before = daemon_usage(mount.pid)
+    done = subprocess.run(
+        [*UNIONFS, "stress", str(mount.mountpoint), "--processes", "6", "--seconds", "6", "--seed", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "0 error(s)" in done.stdout, done.stdout
+    assert int(done.stdout.split()[0]) > 500  # it did real work
+    fds_after, rss_after = daemon_usage(mount.pid)
+    assert fds_after <= fds_before + 8, (fds_before, fds_after)
+    assert rss_after <= rss_before + 32 * 1024, (rss_before, rss_after)  # kB: bounded caches
