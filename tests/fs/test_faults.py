@@ -25,7 +25,17 @@ root, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
 try:
     while True:
-        if rng.random() < 0.7:
+        roll = rng.random()
+        if roll < 0.15:
+            import shutil
+            shutil.rmtree(os.path.join(root, f"e{rng.randrange(4)}"), ignore_errors=True)
+        elif roll < 0.3:
+            t = os.path.join(root, f"t{rng.randrange(1000)}")
+            os.makedirs(t, exist_ok=True)
+            for k in range(5):
+                with open(os.path.join(t, f"n{k}"), "wb") as f:
+                    f.write(b"new-tree-file\n")
+        elif roll < 0.75:
             name = f"f{rng.randrange(12)}"
             fd = os.open(os.path.join(root, name), os.O_WRONLY | os.O_APPEND)
             os.write(fd, b"appended-line\n")
@@ -49,6 +59,9 @@ def test_sigkill_mid_copy_up_and_rename_leaves_old_or_new_never_half(tmp_path: P
     for d in range(3):
         for j in range(40):
             write(lower / f"d{d}" / f"x{j}", f"{d}/{j}\n")
+    for e in range(4):
+        for j in range(30):
+            write(lower / f"e{e}" / "sub" / f"y{j}", rng.randbytes(20000))
     up.mkdir()
     work.mkdir()
     for iteration in range(CRASH_ITERATIONS):
@@ -71,6 +84,12 @@ def test_sigkill_mid_copy_up_and_rename_leaves_old_or_new_never_half(tmp_path: P
                 places = [p for p in (root / f"d{d}", root / f"d{d}-moved") if p.exists()]
                 assert len(places) == 1, f"d{d}: {places} (iteration {iteration})"
                 assert sorted(os.listdir(places[0])) == sorted(f"x{j}" for j in range(40))
+            for e in range(4):  # a tree being deleted may be partly gone; what remains is whole
+                for leftover in (root / f"e{e}").rglob("y*") if (root / f"e{e}").exists() else []:
+                    assert leftover.read_bytes() == (lower / f"e{e}" / "sub" / leftover.name).read_bytes()
+            for tree in root.glob("t*"):  # trees being created: every entry readable
+                for entry in tree.iterdir():
+                    entry.read_bytes()
             assert os.listdir(work / "unionfs") == []  # the next mount cleaned the crash's leftovers
     assert (lower / "f0").read_bytes() == originals["f0"]  # nothing ever written below
 
