@@ -9,6 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: all deps install test test-fast lint fuzz bench demo clean
+FUZZ_MINUTES ?= 30
 
 all: test
 
@@ -36,6 +37,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+fuzz: install
+	UNIONFS_FUZZ_MINUTES=$(FUZZ_MINUTES) $(BIN)/python -m pytest -q -x tests/fuzz $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
