@@ -41,6 +41,9 @@ test-fast: install
 fuzz: install
 	UNIONFS_FUZZ_MINUTES=$(FUZZ_MINUTES) $(BIN)/python -m pytest -q -x tests/fuzz $(PYTEST_ARGS)
 
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -108,6 +108,8 @@ def join_mapping_items(items: list[str]) -> list[str]:
 
 def apply_options(config: MountConfig, options: str) -> None:
     """Fold one `-o a=b,c` string into `config`."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in options):
+        raise ConfigError(f"mount options {options!r} contain a control character: remove it")
     for item in join_mapping_items(split_escaped_keep(options, ",")):
         if not item:
             continue
