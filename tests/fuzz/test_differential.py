@@ -43,7 +43,7 @@ NAMES = ["a", "b", "c", "dir", "dir/x", "dir/y", "dir/sub", "dir/sub/z", "other"
 #: write through it to the host.
 LINK_TARGETS = ["a", "x", "sub", "y"]
 TARGET = os.environ.get("UNIONFS_FUZZ_TARGET", "unionfs")
-EXAMPLES = int(os.environ.get("UNIONFS_FUZZ_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("UNIONFS_FUZZ_EXAMPLES", "5"))  # per round; a timed run repeats rounds
 MINUTES = float(os.environ.get("UNIONFS_FUZZ_MINUTES", "0"))
 
 
@@ -269,7 +269,6 @@ UnionVsKernel.TestCase.settings = settings(
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=list(HealthCheck),
-    **({"max_examples": 10**6} if MINUTES else {}),
 )
 
 
