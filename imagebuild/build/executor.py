@@ -415,8 +415,9 @@ class Builder:
 
     def _copy_plan(self, instruction: Instruction, state: StageState) -> tuple[list[str], str, dict[str, str], str]:
         words = self._words(instruction, state)
-        if instruction.heredocs:
-            raise BuildError(f"{self._where(instruction)}: {instruction.cmd} with a heredoc is not supported yet")
+        if instruction.heredocs:  # COPY <<EOF /path: each heredoc is a file with that content
+            bodies = self._heredoc_files(instruction, state)
+            return words[:-1], words[-1], {n: sha(b) for n, b in bodies.items()}, sha(*sorted(bodies.values()))
         if len(words) < 2:
             raise BuildError(f"{self._where(instruction)}: {instruction.cmd} needs a source and a destination")
         sources, dest = words[:-1], words[-1]
@@ -448,9 +449,23 @@ class Builder:
                 f"{self._where(instruction)}: --from={name} is neither an earlier stage nor an image in the store"
             ) from None
 
+    def _heredoc_files(self, instruction: Instruction, state: StageState) -> dict[str, str]:
+        """name -> content of each heredoc of a COPY, variables expanded unless its delimiter was quoted."""
+        return {
+            h.name: self._expand(instruction, h.content, state.scope) if h.expand else h.content
+            for h in instruction.heredocs
+        }
+
     def _copy(self, instruction: Instruction, state: StageState) -> str:
         sources, dest, _files, _content = self._copy_plan(instruction, state)
         layer = self.store.scratch_dir("layer-")
+        if instruction.heredocs:
+            try:
+                self._copy_heredocs(instruction, state, dest, layer)
+            except BaseException:
+                shutil.rmtree(layer, ignore_errors=True)
+                raise
+            return layer
         try:
             with self._source_root(instruction) as root:
                 self._copy_into(instruction, state, root, sources, dest, layer)
@@ -458,6 +473,19 @@ class Builder:
             shutil.rmtree(layer, ignore_errors=True)
             raise
         return layer
+
+    def _copy_heredocs(self, instruction: Instruction, state: StageState, dest: str, layer: str) -> None:
+        bodies = self._heredoc_files(instruction, state)
+        target = os.path.normpath(os.path.join(state.config.working_dir or "/", dest)).lstrip("/")
+        into_dir = dest.endswith("/") or len(bodies) > 1
+        self._make_parents(layer, target if into_dir else os.path.dirname(target))
+        mode = int(instruction.flags["chmod"], 8) if "chmod" in instruction.flags else 0o644
+        for name, body in bodies.items():
+            out = os.path.join(layer, target, name) if into_dir else os.path.join(layer, target)
+            with open(out, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(body)
+            os.chmod(out, mode)
+            self._own_tree(out, self._owner(instruction, state), None)
 
     @contextlib.contextmanager
     def _source_root(self, instruction: Instruction) -> Iterator[str]:

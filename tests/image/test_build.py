@@ -146,6 +146,30 @@ def test_copy_and_add(tool: Tool, ctx: Path, mounted_image: Any) -> None:
     assert failed.returncode == 1 and "excluded by .dockerignore" in failed.stderr
 
 
+def test_copy_heredocs(tool: Tool, ctx: Path, mounted_image: Any) -> None:
+    dockerfile(
+        ctx,
+        "FROM busybox\n"
+        "ARG WHO=heredoc\n"
+        "COPY <<EOF /etc/motd\n"
+        "hello from $WHO\n"
+        "EOF\n"
+        "COPY --chmod=0755 <<'ONE' <<TWO /scripts/\n"
+        "echo $literal\n"
+        "ONE\n"
+        "two $WHO\n"
+        "TWO\n",
+    )
+    tool.build(ctx, "-t", "heredocs", "--build-arg", "WHO=builder")
+    root = mounted_image("heredocs")
+    assert (root / "etc" / "motd").read_text() == "hello from builder\n"
+    assert (root / "scripts" / "ONE").read_text() == "echo $literal\n"  # a quoted delimiter: no expansion
+    assert (root / "scripts" / "TWO").read_text() == "two builder\n"
+    assert os.stat(root / "scripts" / "ONE").st_mode & 0o777 == 0o755
+    again = tool.build(ctx, "-t", "heredocs", "--build-arg", "WHO=builder")
+    assert "Cache: 2 of 2 layer steps reused" in again.stdout
+
+
 def test_multi_stage_target(tool: Tool, ctx: Path) -> None:
     dockerfile(ctx, "FROM busybox AS one\nENV STAGE=one\nFROM busybox AS two\nENV STAGE=two\n")
     tool.build(ctx, "-t", "targeted", "--target", "one")
