@@ -20,6 +20,7 @@ from typing import Any
 
 from imagebuild import analyze, lint, sandbox, transport
 from imagebuild import context as build_context
+from imagebuild.analyze import human
 from imagebuild.build.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
@@ -28,14 +29,6 @@ from imagebuild.transport import registry
 from unionfs.api import MountError, UnionMount
 
 NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
-
-
-def human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{size:.1f}GB"
 
 
 def parser() -> argparse.ArgumentParser:

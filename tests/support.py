@@ -6,14 +6,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from unionfs.api import reap
 from unionfs.whiteout import FUSEOVERLAY_OPAQUE, OPAQUE_MARKER, TRUSTED_OPAQUE, USER_OPAQUE
 
 UNIONFS = [sys.executable, "-m", "unionfs"]
@@ -214,21 +213,6 @@ class UnionMount:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def reap(pid: int, timeout: float = 10.0) -> None:
-    """Wait for a daemon to exit after its unmount; kill it if it does not."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -72,7 +72,7 @@ class UnionMount:
             if done.returncode != 0 and self.mountpoint in mounted_points():
                 raise MountError(done.stderr.strip().removeprefix("unionfs: error: "))
         if self.pid is not None:
-            _reap(self.pid, timeout)
+            reap(self.pid, timeout)
             self.pid = None
 
     def __enter__(self) -> UnionMount:
@@ -82,7 +82,8 @@ class UnionMount:
         self.unmount()
 
 
-def _reap(pid: int, timeout: float) -> None:
+def reap(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a daemon to exit after its unmount; kill it if it does not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -18,26 +18,20 @@ from collections.abc import Mapping
 
 from unionfs.ownership import OverrideStat
 from unionfs.ownership import parse as parse_override
+from unionfs.whiteout import (  # one definition of the forms, shared with the filesystem
+    FUSEOVERLAY_OPAQUE,
+    INTERNAL_XATTR_PREFIXES,
+    OPAQUE_XATTRS,
+    OVERRIDE_STAT,
+    TRUSTED_OPAQUE,
+    USER_OPAQUE,
+)
 
 WH_PREFIX = ".wh."
 META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 
-TRUSTED_OPAQUE = "trusted.overlay.opaque"
-USER_OPAQUE = "user.overlay.opaque"
-FUSEOVERLAY_OPAQUE = "user.fuseoverlayfs.opaque"
-OPAQUE_XATTRS: tuple[str, ...] = (TRUSTED_OPAQUE, USER_OPAQUE, FUSEOVERLAY_OPAQUE)
 OPAQUE_VALUE = b"y"
-
-OVERRIDE_STAT = "user.containers.override_stat"
-#: `major:minor` of a device that is stored as a placeholder regular file (rootless extraction).
-
-INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (
-    "trusted.overlay.",
-    "user.overlay.",
-    "user.fuseoverlayfs.",
-    "user.unionfs.",
-)
 #: Not internal to a union filesystem, but never part of an image: host metadata consumed or host labels.
 HOST_XATTRS: frozenset[str] = frozenset({OVERRIDE_STAT, "security.selinux"})
 
@@ -85,4 +79,13 @@ def parse_override_stat(value: bytes) -> OverrideStat:
     return parse_override(value)
 
 
-__all__ = ["OverrideStat", "parse_override_stat"]
+__all__ = [
+    "FUSEOVERLAY_OPAQUE",
+    "INTERNAL_XATTR_PREFIXES",
+    "OPAQUE_XATTRS",
+    "OVERRIDE_STAT",
+    "TRUSTED_OPAQUE",
+    "USER_OPAQUE",
+    "OverrideStat",
+    "parse_override_stat",
+]
