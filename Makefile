@@ -39,7 +39,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 fuzz: install
-	UNIONFS_FUZZ_MINUTES=$(FUZZ_MINUTES) UNIONFS_FUZZ_EXAMPLES=25 $(BIN)/python -m pytest -q -x --timeout=0 tests/fuzz $(PYTEST_ARGS)
+	UNIONFS_FUZZ_MINUTES=$(FUZZ_MINUTES) UNIONFS_FUZZ_EXAMPLES=4 $(BIN)/python -m pytest -q -x --timeout=0 tests/fuzz $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
