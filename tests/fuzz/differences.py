@@ -1,0 +1,65 @@
+"""Every difference between our mount and kernel overlayfs that the fuzzer accepts, in one place.
+
+Intended differences (where we are deliberately better than the kernel, or where a value is not ours to fix):
+
+DIRECTORY_RENAME
+    Kernel overlayfs (redirect_dir=off, its default) answers EXDEV when a directory that exists in a lower
+    layer (a lower or merged directory) is renamed; fuse-overlayfs does too. We rename it (ARCHITECTURE
+    section 3: apt, rustup, conda and pip rely on it). Where the kernel says EXDEV to a rename, the plain
+    directory model decides what the answer must be, and the kernel is brought to the same state the way
+    `mv` does it after EXDEV (copy the tree with `cp -a`, then delete the source). Where that cannot make it
+    the same (RENAME_EXCHANGE, or hard links inside the moved tree), the oracle is retired for the rest of the
+    example and the model alone is the reference.
+
+HARD_LINKS
+    Names of one file keep sharing one inode through copy-up and remount here. Kernel overlayfs (index=off)
+    breaks hard links between lower names on copy-up; when the kernel's copy of a hard-linked tree had to be
+    re-created by `cp -a` (above) its links are gone too. Link counts and shared data are then compared with
+    the model, never with the kernel.
+
+Values never compared (not promised equal by anyone):
+    st_ino and st_dev            each implementation numbers its own inodes (our own promise, readdir d_ino
+                                 equal to st_ino, is checked on our mount alone, and st_ino must not change
+                                 when an entry is copied up)
+    st_atime, st_ctime           change with every access / metadata change, at different instants
+    st_mtime when not explicit   a write sets "now", which differs by microseconds between two mounts; times
+                                 set by the layers or utime (all older than the example) are compared
+    directory st_size, st_mtime  depend on the backing filesystem's directory format and on whiteouts
+    directory st_nlink           a merged directory reports 1 here, as overlayfs does; the model counts
+                                 subdirectories
+
+Never generated (would differ by design, documented in README "Writing"):
+    names starting with `.wh.`   we refuse them (EINVAL: they would read as whiteouts), the kernel stores them
+    xattrs `user.overlay.*` etc. union bookkeeping: we hide and refuse them, the kernel (without userxattr)
+                                 treats them as plain user xattrs
+    absolute symlink targets     an operation following one would touch the host
+
+Known bugs: each KNOWN_BUG_* flag below is True while the bug it names is open; the state machine then stops
+generating the operation pattern that shows it, so the rest of the space keeps being explored. Set a flag to
+False (or delete it) once the bug is fixed; the reproducer is in the flag's comment and in the fuzzer's report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Outcome = tuple[Any, ...]
+
+# -- known bugs (True: the pattern is avoided until fixed) ------------------------------------------------------
+
+#: renameat2(RENAME_EXCHANGE) answers EINVAL, even for two plain files (lower `a`, new upper `c`); the kernel
+#: exchanges them. Reproducer: lowerdir has file `a`; `touch mnt/c`; renameat2(mnt/c, mnt/a, RENAME_EXCHANGE).
+KNOWN_BUG_RENAME_EXCHANGE = True
+
+
+# -- intended differences ---------------------------------------------------------------------------------------
+
+DIRECTORY_RENAME = "DIRECTORY_RENAME"
+HARD_LINKS = "HARD_LINKS"
+
+
+def model_decides_rename(oracle: Outcome) -> str | None:
+    """DIRECTORY_RENAME: when the kernel refuses a rename with EXDEV, the model says what must happen."""
+    if oracle == ("err", "EXDEV"):
+        return DIRECTORY_RENAME
+    return None

@@ -1,0 +1,134 @@
+"""The operations the state machine applies, each run the same way in every target, and what is compared.
+
+An operation returns an Outcome: ("ok", value) or ("err", "ENOENT"). Values hold only what must be equal
+across implementations (see differences.py for what is left out and why).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from tests.support import user_xattrs
+
+Outcome = tuple[Any, ...]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def outcome(func: Callable[[], Any]) -> Outcome:
+    try:
+        return ("ok", func())
+    except OSError as exc:
+        return ("err", errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+
+
+def renameat2(src: str, dst: str, flags: int) -> None:
+    if _libc.renameat2(AT_FDCWD, src.encode(), AT_FDCWD, dst.encode(), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def stat_fields(st: os.stat_result) -> tuple[Any, ...]:
+    """The stat fields every implementation must agree on (not st_ino, st_dev, times, directory size/nlink)."""
+    fields: tuple[Any, ...] = (stat.filemode(st.st_mode), st.st_uid, st.st_gid)
+    if not stat.S_ISDIR(st.st_mode):
+        fields += (st.st_size, st.st_nlink)
+    return fields
+
+
+# -- the operations: each takes absolute paths in one target ---------------------------------------------------
+
+WRITE_FLAGS = {
+    "trunc": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    "append": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "excl": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    "rdwr": os.O_RDWR,
+    "rdwr-creat": os.O_RDWR | os.O_CREAT,
+}
+
+
+def write_file(path: str, how: str, offset: int, data: bytes) -> tuple[int, int]:
+    fd = os.open(path, WRITE_FLAGS[how] | os.O_NONBLOCK, 0o644)
+    try:
+        n = os.write(fd, data) if how == "append" else os.pwrite(fd, data, offset)
+        return n, os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+
+
+def lstat(path: str) -> tuple[Any, ...]:
+    return stat_fields(os.lstat(path))
+
+
+def listdir(path: str) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def mtime_of(path: str) -> int:
+    return os.lstat(path).st_mtime_ns
+
+
+# -- snapshots -------------------------------------------------------------------------------------------------
+
+
+def describe(path: str, st: os.stat_result, kept_before_ns: int) -> tuple[Any, ...]:
+    mode = st.st_mode
+    desc: tuple[Any, ...] = (*stat_fields(st), user_xattrs(path))
+    if not stat.S_ISDIR(mode):
+        # only times set explicitly (by the layers or utime) are compared; fresh ones differ by microseconds
+        desc += (st.st_mtime_ns if st.st_mtime_ns < kept_before_ns else "recent",)
+    if stat.S_ISREG(mode):
+        with open(path, "rb") as f:
+            desc += (f.read(),)
+    elif stat.S_ISLNK(mode):
+        desc += (os.readlink(path),)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        desc += (st.st_rdev,)
+    return desc
+
+
+def snapshot(root: str, kept_before_ns: int, *, check_inodes: bool = False) -> dict[str, tuple[Any, ...]]:
+    """Every entry below root, symlinks not followed. With check_inodes, also require readdir's d_ino to be
+    the st_ino of the entry (a promise of ours, ARCHITECTURE section 3)."""
+    result: dict[str, tuple[Any, ...]] = {}
+
+    def walk(rel: str) -> None:
+        here = os.path.join(root, rel) if rel else root
+        with os.scandir(here) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            path = os.path.join(here, entry.name)
+            st = os.lstat(path)
+            key = os.path.join(rel, entry.name) if rel else entry.name
+            if check_inodes:
+                assert entry.inode() == st.st_ino, f"{key}: readdir says inode {entry.inode()}, stat {st.st_ino}"
+            result[key] = describe(path, st, kept_before_ns)
+            if stat.S_ISDIR(st.st_mode):
+                walk(key)
+
+    walk("")
+    return result
+
+
+def diff(expected: dict[str, tuple[Any, ...]], got: dict[str, tuple[Any, ...]]) -> list[str]:
+    lines = []
+    for key in sorted(set(expected) | set(got)):
+        if expected.get(key) != got.get(key):
+            lines.append(f"  {key}: expected {expected.get(key, 'absent')!r}, got {got.get(key, 'absent')!r}")
+    return lines
