@@ -86,8 +86,28 @@ def build_layer(root: Path, rng: random.Random, below: Path | None) -> None:
             os.chmod(path, rng.choice([0o644, 0o600, 0o755]))
         elif roll < 0.7:
             os.symlink(rng.choice(LINK_TARGETS), path)
-        elif whiteouts and below is not None and os.path.lexists(below / name) and roll < 0.85:
+        elif whiteouts and below is not None and merges(root, below, name) and roll < 0.85:
             os.mknod(path, stat.S_IFCHR, 0)
+
+
+def merges(top: Path, below: Path, name: str) -> bool:
+    """Whether a whiteout for `name` in `top` hides something: `below` has the name, and every parent directory
+    merges (a real, non-opaque directory in both layers)."""
+    if not os.path.lexists(below / name):
+        return False
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        for layer in (top, below):
+            path = layer / parent
+            if os.path.islink(path) or not os.path.isdir(path):
+                return False
+        try:
+            if os.getxattr(top / parent, "trusted.overlay.opaque") == b"y":
+                return False
+        except OSError:
+            pass
+    return True
 
 
 class UnionVsKernel(RuleBasedStateMachine):
