@@ -15,6 +15,7 @@ import pyfuse3
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
 from .permissions import EXEC, READ, WRITE, allowed, may_delete
+from .syscalls import RENAME_EXCHANGE
 from .tree import Node
 from .union import Owner, UnionFS
 
@@ -470,14 +471,20 @@ class UnionOperations(pyfuse3.Operations):
         src = self.fs.lookup(old_parent, old)
         src_id = self.inodes.nodeid(src)
         dst = self.fs.tree.lookup(new_parent, new)
+        dst_id = self.inodes.nodeid(dst) if dst is not None else 0
         self._require_delete(ctx, old_parent, src)
         if dst is not None:
             self._require_delete(ctx, new_parent, dst)
         else:
             self._require(ctx, new_parent, WRITE | EXEC)
         self.fs.rename(old_parent, old, new_parent, new, flags)
+        if flags & RENAME_EXCHANGE:
+            if dst is not None and dst_id != src_id:
+                self.inodes.moved(dst_id, parent_inode_old, old)
+            self.inodes.moved(src_id, parent_inode_new, new)
+            self._follow_copy_ups()
+            return
         if dst is not None:
-            dst_id = self.inodes.nodeid(dst)
             if dst_id != src_id and (dst.is_dir or dst.st.st_nlink <= 1):
                 self.inodes.unlinked(dst_id)
         self.inodes.moved(src_id, parent_inode_new, new)

@@ -16,7 +16,7 @@ from .copyup import Content, Upper, proc_path
 from .errors import UnionError
 from .layers import Path
 from .ownership import replace_stat
-from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
+from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from .tree import Node, Tree
 from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
 
@@ -281,7 +281,8 @@ class UnionFS:
     def rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
         upper = self._writer()
         if flags & RENAME_EXCHANGE:
-            raise UnionError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+            self._exchange(old_parent, old, new_parent, new)
+            return
         check_name(new)
         src = self.lookup(old_parent, old)
         if not new_parent.is_dir:
@@ -310,6 +311,42 @@ class UnionFS:
         new_fd = upper.ensure_dir(new_parent)
         old_fd = upper.ensure_dir(self.resolve(old_parent.path))
         upper.move(old_fd, old, new_fd, new, False, src_whiteout)
+
+    def _exchange(self, old_parent: Node, old: str, new_parent: Node, new: str) -> None:
+        """Swap two names atomically (renameat2 RENAME_EXCHANGE): both entries are first made whole upper
+        entries that show the same content at either name, then the upper swaps them in one step."""
+        upper = self._writer()
+        src = self.lookup(old_parent, old)
+        self.lookup(new_parent, new)
+        if (old_parent.path, old) == (new_parent.path, new):
+            return
+        self._standalone(old_parent, src, self.tree.lower_has(new_parent, new))
+        dst = self.resolve((*new_parent.path, new))  # the first step may have copied it up (a hard link)
+        self._standalone(self.resolve(new_parent.path), dst, self.tree.lower_has(old_parent, old))
+        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
+        new_fd = upper.ensure_dir(self.resolve(new_parent.path))
+        renameat2(old_fd, old, new_fd, new, RENAME_EXCHANGE)
+        upper.layer.flush()
+
+    def _standalone(self, parent: Node, node: Node, opaque: bool) -> None:
+        """Make `node` an upper entry whose view does not depend on the layers below its name, so it can move
+        to another name; `opaque` when the layers below that other name have a directory to hide."""
+        upper = self._writer()
+        if not node.is_dir:
+            self._copy_up(node)
+            return
+        parent_fd = upper.ensure_dir(self.resolve(parent.path))
+        if node.layers == (0,):
+            if opaque:
+                upper.make_opaque(parent_fd, node.name)
+            return
+        tmp = upper.copy_tree(node)  # as for a rename: the merged content, whole, then opaque
+        try:
+            upper.make_opaque(upper.work_fd, tmp)
+            upper.place_new(tmp, parent_fd, node.name, True)
+        except BaseException:
+            upper.discard(tmp)
+            raise
 
     def _rename_dir(self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool) -> None:
         """Move a directory, merged or not, with no EXDEV: a merged or lower directory is first copied whole

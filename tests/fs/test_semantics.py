@@ -11,6 +11,9 @@ import pytest
 
 from tests.fs.conftest import Mounter
 from tests.support import snapshot, write
+from unionfs.syscalls import RENAME_EXCHANGE, renameat2
+
+AT_FDCWD = -100
 
 
 @pytest.fixture
@@ -257,3 +260,32 @@ def test_link_and_rename_within_a_directory_only_below(mounter: Mounter, dirs) -
     assert os.stat(m / "only-below" / "a").st_ino == os.stat(m / "only-below" / "a-link").st_ino
     os.rename(m / "only-below2" / "b", m / "only-below2" / "b-renamed")
     assert os.listdir(m / "only-below2") == ["b-renamed"]
+
+
+def exchange(a: Path, b: Path) -> None:
+    """renameat2(a, b, RENAME_EXCHANGE): swap two names in one step."""
+    renameat2(AT_FDCWD, str(a), AT_FDCWD, str(b), RENAME_EXCHANGE)
+
+
+def test_rename_exchange_swaps_lower_merged_and_upper_entries_and_survives_remount(mounter: Mounter, dirs) -> None:
+    write(dirs["l2"] / "opt" / "lower-only", "L")
+    m = rw(mounter, dirs)
+    write(m / "new", "upper file")
+    os.mkdir(m / "updir")
+    write(m / "updir" / "u", "u")
+    ino_conf = os.lstat(m / "etc" / "conf").st_ino
+    exchange(m / "new", m / "etc" / "conf")  # an upper file and a lower file
+    exchange(m / "usr" / "lib", m / "opt")  # a merged directory (two layers) and a lower-only one
+    exchange(m / "updir", m / "usr" / "share" / "doc")  # an upper directory and a lower file
+    expected = snapshot(m)
+    assert (m / "new").read_text() == "base\n" and os.lstat(m / "new").st_ino == ino_conf
+    assert (m / "etc" / "conf").read_text() == "upper file"
+    assert sorted(os.listdir(m / "opt")) == ["a.so", "c.so", "sub"]
+    assert os.listdir(m / "usr" / "lib") == ["lower-only"]
+    assert (m / "updir").read_text() == "doc"
+    assert os.listdir(m / "usr" / "share" / "doc") == ["u"]
+    with pytest.raises(OSError) as info:
+        exchange(m / "new", m / "missing")
+    assert info.value.errno == errno.ENOENT
+    mounter.mounts[-1].remount()
+    assert snapshot(m) == expected

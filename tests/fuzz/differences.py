@@ -34,9 +34,9 @@ Never generated (would differ by design, documented in README "Writing"):
                                  treats them as plain user xattrs
     absolute symlink targets     an operation following one would touch the host
 
-Known bugs: each KNOWN_BUG_* flag below is True while the bug it names is open; the state machine then stops
-generating the operation pattern that shows it, so the rest of the space keeps being explored. Set a flag to
-False (or delete it) once the bug is fixed; the reproducer is in the flag's comment and in the fuzzer's report.
+Known bugs: none open. While a bug the fuzzer found is open, add a KNOWN_BUG_* flag here (True, with a
+reproducer in its comment) and have the state machine stop generating the pattern that shows it, so the rest of
+the space keeps being explored; delete the flag once the bug is fixed.
 """
 
 from __future__ import annotations
@@ -44,13 +44,6 @@ from __future__ import annotations
 from typing import Any
 
 Outcome = tuple[Any, ...]
-
-# -- known bugs (True: the pattern is avoided until fixed) ------------------------------------------------------
-
-#: renameat2(RENAME_EXCHANGE) answers EINVAL, even for two plain files (lower `a`, new upper `c`); the kernel
-#: exchanges them. Reproducer: lowerdir has file `a`; `touch mnt/c`; renameat2(mnt/c, mnt/a, RENAME_EXCHANGE).
-KNOWN_BUG_RENAME_EXCHANGE = True
-
 
 # -- intended differences ---------------------------------------------------------------------------------------
 

@@ -34,9 +34,7 @@ sizes = st.sampled_from((0, 1, 3, 64, 4096, 4097, 6000))
 modes = st.sampled_from(FILE_MODES + DIR_MODES + (0o1777, 0o000))
 xattr_names = st.sampled_from(("user.k", "user.m", "user.new"))
 times_ns = st.sampled_from((BASE_TIME_NS + 7 * 10**9, 1_500_000_000 * 10**9 + 123_456_789, 0))
-RENAME_FLAGS = (0, 0, 0, fsops.RENAME_NOREPLACE) + (
-    () if differences.KNOWN_BUG_RENAME_EXCHANGE else (fsops.RENAME_EXCHANGE,)
-)
+RENAME_FLAGS = (0, 0, 0, fsops.RENAME_NOREPLACE, fsops.RENAME_EXCHANGE)
 SCRATCH = Path(os.environ.get("UNIONFS_FUZZ_SCRATCH", tempfile.gettempdir()))
 
 
