@@ -14,6 +14,7 @@ import pyfuse3
 
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
+from .listing import Listing
 from .permissions import EXEC, READ, WRITE, allowed, may_delete
 from .syscalls import RENAME_EXCHANGE
 from .tree import Node
@@ -28,6 +29,7 @@ READ_ONLY = frozenset(
         "forget",
         "getattr",
         "readlink",
+        "open",
         "read",
         "flush",
         "release",
@@ -43,6 +45,8 @@ READ_ONLY = frozenset(
     }
 )
 NODE_CACHE = 65536
+#: a listed child: its node, its inode number and the attributes readdirplus hands the kernel
+Entry = tuple[Node, int, pyfuse3.EntryAttributes]
 LISTING_CACHE = 1024
 
 P = ParamSpec("P")
@@ -104,12 +108,16 @@ class UnionOperations(pyfuse3.Operations):
         self.ids = ids or IdMap()
         self.inodes = InodeTable()
         self._files: dict[int, FileHandle] = {}
-        self._dirs: dict[int, tuple[int, Node, list[tuple[Node, int, pyfuse3.EntryAttributes]]]] = {}
+        self._dirs: dict[int, tuple[int, Node, Listing[Entry]]] = {}
+        # With a pyfuse3 that names the directory in readdir() when there is no opendir, answering opendir
+        # ENOSYS makes the kernel cache listings itself (FOPEN_CACHE_DIR) and stop sending opendir and
+        # releasedir. Not for other users of an unprivileged mount: opendir is where we check them.
+        self.no_opendir = not check_others and getattr(pyfuse3, "READDIR_INODE_WITHOUT_OPENDIR", False)
         self._next_fh = 1
         self._copied: set[int] = set()
         self._cache_generation = -1
         self._nodes: dict[int, Node] = {}
-        self._listings: dict[int, list[tuple[Node, int, pyfuse3.EntryAttributes]]] = {}
+        self._listings: dict[int, Listing[Entry]] = {}
         if fs.upper is not None:
             fs.upper.alias = self._on_alias
             fs.upper.fresh = self.inodes.fresh
@@ -150,14 +158,15 @@ class UnionOperations(pyfuse3.Operations):
             self._nodes[nodeid] = node
         return node
 
-    def _listing(self, inode: int, node: Node) -> list[tuple[Node, int, pyfuse3.EntryAttributes]]:
+    def _listing(self, inode: int, node: Node) -> Listing[Entry]:
         """A directory's merged entries with their numbers and attributes, built once per upper state."""
         listing = self._listings.get(inode)
         if listing is None:
-            listing = []
+            entries: list[Entry] = []
             for child in self.fs.children(node):
                 nodeid = self.inodes.nodeid(child)
-                listing.append((child, nodeid, self._attrs(child.st, nodeid, child)))
+                entries.append((child, nodeid, self._attrs(child.st, nodeid, child)))
+            listing = Listing(entries, lambda entry: entry[0].name)
             if len(self._listings) >= LISTING_CACHE:
                 self._listings.clear()
             self._listings[inode] = listing
@@ -261,6 +270,8 @@ class UnionOperations(pyfuse3.Operations):
             )
             self._require(ctx, node, mask)
         fd, node = self.fs.open(node, flags)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            self.fs.generation += 1  # a copy-up or a truncation: cached attributes are stale
         self._follow_copy_ups()
         fh = self._new_fh()
         lower = node.layer != 0 or node.meta_only or self.fs.upper is None
@@ -278,7 +289,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def flush(self, fh: int) -> None:
-        return None
+        # Nothing to do at close(2): saying so once (ENOSYS) stops the kernel sending FLUSH for every close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @translate
     async def release(self, fh: int) -> None:
@@ -295,16 +307,23 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def opendir(self, inode: int, ctx: Any) -> int:
+        if self.no_opendir:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         node = self._node(inode)
         self._require(ctx, node, READ)
-        children = self._listing(inode, node)
+        listing = self._listing(inode, node)
         fh = self._new_fh()
-        self._dirs[fh] = (inode, node, children)
+        self._dirs[fh] = (inode, node, listing)
         return fh
 
     @translate
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        inode, node, children = self._dirs[fh]
+        if self.no_opendir:  # `fh` is the directory's inode
+            inode = fh
+            node = self._node(inode)
+            listing = self._listing(inode, node)
+        else:
+            inode, node, listing = self._dirs[fh]
         if start_id == 0:  # "." and "..", as a local filesystem lists them (no lookup count for them)
             if not pyfuse3.readdir_reply(token, b".", self._attrs(node.st, inode, node), 1):
                 return
@@ -313,9 +332,10 @@ class UnionOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..", self._parent_attrs(inode), 2):
                 return
             start_id = 2
-        for index in range(start_id - 2, len(children)):
-            child, nodeid, attr = children[index]
-            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attr, index + 3):
+        entries, cookies = listing.entries, listing.cookies
+        for index in range(listing.after(start_id), len(entries)):
+            child, nodeid, attr = entries[index]
+            if not pyfuse3.readdir_reply(token, os.fsencode(child.name), attr, cookies[index]):
                 return
             self.inodes.remember(nodeid, inode, child.name)
 

@@ -205,3 +205,37 @@ def test_real_tools_work_and_their_results_survive_a_remount(mounter: Mounter, t
     assert (app / "main.py").read_text() == "print('v2')\n"
     assert run(str(root / "venv" / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VALUE)") == "42\n"
     assert not (lower / "srv" / "app" / ".git").exists()  # nothing ever written below
+
+
+def test_a_listing_read_in_parts_while_entries_go_returns_each_other_entry_once(
+    mounter: Mounter, tmp_path: Path
+) -> None:
+    lower, up, work = tmp_path / "lower", tmp_path / "up", tmp_path / "work"
+    for d in (lower, up, work):
+        d.mkdir()
+    names = [f"entry-{n:04d}-" + "x" * 60 for n in range(600)]  # long names: many readdir requests
+    for name in names[:300]:
+        write(lower / "big" / name, "")
+    m = mounter([lower], up, work).mountpoint
+    for name in names[300:]:
+        write(m / "big" / name, "")
+    assert sorted(os.listdir(m / "big")) == names  # read whole once: the kernel may now cache it
+    seen: list[str] = []
+    ahead: set[str] = set()  # deleted before the reader came to them
+    with os.scandir(m / "big") as it:
+        for entry in it:  # delete each entry seen and, every 50 entries, every seventh one not yet seen
+            seen.append(entry.name)
+            if entry.name in ahead:  # POSIX lets a removed entry still show (libc reads ahead, too)
+                continue
+            os.unlink(entry.path)
+            if len(seen) % 50 == 0:
+                for name in names[::7]:
+                    if name not in ahead and name not in seen:
+                        os.unlink(m / "big" / name)
+                        ahead.add(name)
+    assert len(seen) == len(set(seen))
+    assert set(names) - ahead <= set(seen)
+    assert ahead and os.listdir(m / "big") == []
+    os.rmdir(m / "big")
+    mounter.mounts[-1].remount()
+    assert not (m / "big").exists()
