@@ -185,6 +185,7 @@ class Upper:
             os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
             self._set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
+        self.tree.reshaped()
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
@@ -338,6 +339,11 @@ class Upper:
 
     # -- whiteouts and opaque markers -------------------------------------------------------------------------
 
+    def reshaped(self) -> None:
+        """The upper's directory tree changed shape: cached directory fds and nodes are stale."""
+        self.layer.flush()
+        self.tree.reshaped()
+
     def make_whiteout(self, dirfd: int, name: str) -> None:
         """Hide `name` of the layers below; whatever non-directory the upper has at `name` is replaced."""
         if self.form is WhiteoutForm.CHARDEV:
@@ -364,7 +370,7 @@ class Upper:
         existing = lstat_at(new_fd, new)
         if existing is not None and (is_dir or stat.S_ISDIR(existing.st_mode)):
             renameat2(old_fd, old, new_fd, new, RENAME_EXCHANGE)
-            self.layer.flush()
+            self.reshaped()
             displaced = os.stat(old, dir_fd=old_fd, follow_symlinks=False)
             if not (whiteout and is_chardev_whiteout(displaced.st_mode, displaced.st_rdev)):
                 self.remove_entry(old_fd, old, whiteout)
@@ -378,7 +384,7 @@ class Upper:
                 os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
                 self.make_whiteout(old_fd, old)
             if is_dir:
-                self.layer.flush()
+                self.reshaped()
         elif whiteout and self.form is WhiteoutForm.FILE:
             self._whiteout_file(old_fd, old)
             os.rename(old, new, src_dir_fd=old_fd, dst_dir_fd=new_fd)
@@ -387,11 +393,12 @@ class Upper:
             if whiteout:
                 self.make_whiteout(old_fd, old)
         if is_dir:
-            self.layer.flush()
+            self.reshaped()
         if lstat_at(new_fd, whiteout_name(new)) is not None:
             os.unlink(whiteout_name(new), dir_fd=new_fd)
 
     def make_opaque(self, dirfd: int, name: str) -> None:
+        self.tree.reshaped()
         if self.form is WhiteoutForm.CHARDEV:
             os.setxattr(proc_path(dirfd, name), self.opaque_xattr, b"y", follow_symlinks=False)
         else:
@@ -415,7 +422,7 @@ class Upper:
                 os.rename(tmp, whiteout_name(name), src_dir_fd=self.work_fd, dst_dir_fd=dirfd)
             tmp = self.tmpname()
             os.rename(name, tmp, src_dir_fd=dirfd, dst_dir_fd=self.work_fd)
-        self.layer.flush()
+        self.reshaped()
         self.discard(tmp)
 
     def discard(self, name: str) -> None:
@@ -437,7 +444,7 @@ class Upper:
         displaced = existing is not None and (is_dir or stat.S_ISDIR(existing.st_mode))
         if displaced:
             renameat2(src_fd, src, dirfd, name, RENAME_EXCHANGE)
-            self.layer.flush()
+            self.reshaped()
         else:
             os.rename(src, name, src_dir_fd=src_fd, dst_dir_fd=dirfd)
         if lstat_at(dirfd, whiteout_name(name)) is not None:

@@ -224,7 +224,8 @@ class UnionOperations(pyfuse3.Operations):
         return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid))
 
     def _child(self, parent: int, name: bytes) -> tuple[Node, str]:
-        return self._node(parent), os.fsdecode(name)
+        """A request's parent directory (kept across changes that do not reshape the tree) and name."""
+        return self.fs.directory(self.inodes.path(parent)), os.fsdecode(name)
 
     # -- reading -----------------------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from .layers import DirView, Layer, Path, effective_stat, is_metacopy
 from .whiteout import is_whiteout_name
 
+DIR_CACHE = 16384
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
@@ -40,6 +42,13 @@ class Tree:
     def __init__(self, layers: list[Layer]) -> None:
         self.layers = layers
         self.writable = bool(layers) and layers[0].writable
+        # Directories by path, for resolving what lies below them: a lookup needs only a directory's path and
+        # the layers it merges, which change only when the upper's directory tree is reshaped (reshaped()).
+        self._dirs: dict[Path, Node] = {}
+
+    def reshaped(self) -> None:
+        """A directory was created, removed, moved or marked opaque in the upper: forget cached directories."""
+        self._dirs.clear()
 
     def root(self) -> Node:
         contributing: list[int] = []
@@ -95,11 +104,26 @@ class Tree:
         return view is not None and view.opaque
 
     def resolve(self, path: Path) -> Node | None:
-        node: Node | None = self.root()
-        for name in path:
+        """The entry at `path`, looked up afresh (its parents may come from the directory cache)."""
+        if not path:
+            return self.root()
+        parent = self._dir(path[:-1])
+        return None if parent is None else self.lookup(parent, path[-1])
+
+    def directory(self, path: Path) -> Node | None:
+        """The directory at `path` as last resolved, for its path, layers, mode and owner: its times and size
+        may be older (entries made in it since do not reshape it). None when `path` is not a directory."""
+        return self._dir(path)
+
+    def _dir(self, path: Path) -> Node | None:
+        node = self._dirs.get(path)
+        if node is None:
+            node = self.resolve(path)
             if node is None or not node.is_dir:
                 return None
-            node = self.lookup(node, name)
+            if len(self._dirs) >= DIR_CACHE:
+                self._dirs.clear()
+            self._dirs[path] = node
         return node
 
     def views(self, node: Node) -> list[DirView]:

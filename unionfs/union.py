@@ -58,6 +58,13 @@ class UnionFS:
             raise UnionError(errno.ENOENT)
         return node
 
+    def directory(self, path: Path) -> Node:
+        """Directory `path` as a parent of what is asked for (see Tree.directory)."""
+        node = self.tree.directory(path)
+        if node is None:
+            raise UnionError(errno.ENOENT if self.tree.resolve(path) is None else errno.ENOTDIR)
+        return node
+
     def lookup(self, parent: Node, name: str) -> Node:
         if not parent.is_dir:
             raise UnionError(errno.ENOTDIR)
@@ -209,6 +216,7 @@ class UnionFS:
         return fds[0], node
 
     def mkdir(self, parent: Node, name: str, mode: int, owner: Owner) -> Node:
+        self.tree.reshaped()  # a whited-out directory of this name may be cached
         return self._new_entry(
             parent,
             name,
@@ -265,6 +273,12 @@ class UnionFS:
             os.unlink(name, dir_fd=parent_fd)
 
     def rmdir(self, parent: Node, name: str) -> None:
+        try:
+            self._rmdir(parent, name)
+        finally:
+            self.tree.reshaped()
+
+    def _rmdir(self, parent: Node, name: str) -> None:
         upper = self._writer()
         node = self.lookup(parent, name)
         if not node.is_dir:
@@ -279,6 +293,12 @@ class UnionFS:
             upper.make_whiteout(parent_fd, name)
 
     def rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
+        try:
+            self._rename(old_parent, old, new_parent, new, flags)
+        finally:
+            self.tree.reshaped()
+
+    def _rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
         upper = self._writer()
         if flags & RENAME_EXCHANGE:
             self._exchange(old_parent, old, new_parent, new)
@@ -382,6 +402,8 @@ class UnionFS:
         times_ns: tuple[int | None, int | None] = (None, None),
         fd: int | None = None,
     ) -> Node:
+        if node.is_dir:
+            self.tree.reshaped()  # cached directories carry their mode and owner
         node = self._copy_up(node, "meta" if size is None else "empty" if size == 0 else "full")
         where = self.location(node)
         if uid is not None or gid is not None or mode is not None:
