@@ -9,7 +9,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: all deps install test test-fast lint fuzz bench demo clean
-FUZZ_MINUTES ?= 30
+# minutes per fuzzer: two fuzzers, 30 minutes in all
+FUZZ_MINUTES ?= 15
 
 all: test
 

@@ -60,13 +60,14 @@ class LiveDirView(DirView):
     """A view of a writable directory that asks the disk on every call (the upper changes under us). Whether it
     is opaque is asked only when someone needs to know: most lookups never do."""
 
-    __slots__ = ("_opaque", "fd")
+    __slots__ = ("_last", "_opaque", "fd")
 
     def __init__(self, fd: int) -> None:
         self.entries = {}
         self.whiteouts = set()
         self.fd = fd
         self._opaque: bool | None = None
+        self._last: tuple[str, os.stat_result | None] | None = None  # entry() then whited() of one name: one lstat
 
     @property
     def opaque(self) -> bool:
@@ -76,12 +77,13 @@ class LiveDirView(DirView):
 
     def entry(self, name: str) -> os.stat_result | None:
         st = lstat_at(self.fd, name)
+        self._last = (name, st)
         if st is None or is_chardev_whiteout(st.st_mode, st.st_rdev):
             return None
         return effective_stat(self.fd, name, st)
 
     def whited(self, name: str) -> bool:
-        st = lstat_at(self.fd, name)
+        st = self._last[1] if self._last is not None and self._last[0] == name else lstat_at(self.fd, name)
         if st is not None and is_chardev_whiteout(st.st_mode, st.st_rdev):
             return True
         return lstat_at(self.fd, ".wh." + name) is not None
