@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import UnionError
 from .layers import Path
@@ -20,6 +20,7 @@ ROOT_INODE = 1
 LAYER_SHIFT = 56
 MAX_DIRECT_INO = 1 << LAYER_SHIFT
 SPILL_BASE = 1 << 63
+MAX_OTHER_NAMES = 16
 
 
 @dataclass(slots=True)
@@ -30,6 +31,8 @@ class Inode:
     nlookup: int = 0
     children: int = 0
     unlinked: bool = False
+    # other names of a hard-linked file the kernel was handed, so one going does not strand the number
+    others: list[tuple[int, str]] = field(default_factory=list)
 
 
 class InodeTable:
@@ -87,8 +90,22 @@ class InodeTable:
             entry = self._by_id[nodeid] = Inode(nodeid, parent, name)
             self._by_id[parent].children += 1
         elif entry.unlinked or (entry.parent, entry.name) != (parent, name):
+            if not entry.unlinked:  # a second name of one file (a hard link): both stay valid
+                self._add_other(entry, entry.parent, entry.name)
+            self._forget_other(entry, parent, name)
             self._reparent(entry, parent, name)
         entry.nlookup += 1
+
+    @staticmethod
+    def _add_other(entry: Inode, parent: int, name: str) -> None:
+        if (parent, name) not in entry.others and entry.nodeid != ROOT_INODE:
+            entry.others.append((parent, name))
+            del entry.others[:-MAX_OTHER_NAMES]
+
+    @staticmethod
+    def _forget_other(entry: Inode, parent: int, name: str) -> None:
+        if (parent, name) in entry.others:
+            entry.others.remove((parent, name))
 
     def _reparent(self, entry: Inode, parent: int, name: str) -> None:
         if entry.nodeid == ROOT_INODE:
@@ -103,10 +120,28 @@ class InodeTable:
         entry.name = name
         entry.unlinked = False
 
-    def moved(self, nodeid: int, parent: int, name: str) -> None:
+    def moved(self, nodeid: int, parent: int, name: str, old: tuple[int, str] | None = None) -> None:
+        """Name `old` of `nodeid` is now `name` in `parent` (without `old`: whatever name it had)."""
         entry = self._by_id.get(nodeid)
-        if entry is not None:
-            self._reparent(entry, parent, name)
+        if entry is None:
+            return
+        if old is not None and old != (entry.parent, entry.name) and old in entry.others:
+            entry.others.remove(old)  # another name of a hard-linked file moved: the primary one stays
+            self._add_other(entry, parent, name)
+            return
+        self._forget_other(entry, parent, name)
+        self._reparent(entry, parent, name)
+
+    def name_gone(self, nodeid: int, parent: int, name: str) -> None:
+        """One name of a file with other names was removed: keep the number reachable by another."""
+        entry = self._by_id.get(nodeid)
+        if entry is None:
+            return
+        self._forget_other(entry, parent, name)
+        while (entry.parent, entry.name) == (parent, name) and entry.others:
+            other_parent, other_name = entry.others.pop()
+            if other_parent in self._by_id:  # the directory of that name is still known
+                self._reparent(entry, other_parent, other_name)
 
     def unlinked(self, nodeid: int) -> None:
         entry = self._by_id.get(nodeid)

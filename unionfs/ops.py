@@ -474,6 +474,8 @@ class UnionOperations(pyfuse3.Operations):
         self.fs.unlink(parent, child)
         if node.st.st_nlink <= 1:
             self.inodes.unlinked(self.inodes.nodeid(node))
+        else:
+            self.inodes.name_gone(self.inodes.nodeid(node), parent_inode, child)
 
     @translate
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -501,14 +503,16 @@ class UnionOperations(pyfuse3.Operations):
         self.fs.rename(old_parent, old, new_parent, new, flags)
         if flags & RENAME_EXCHANGE:
             if dst is not None and dst_id != src_id:
-                self.inodes.moved(dst_id, parent_inode_old, old)
-            self.inodes.moved(src_id, parent_inode_new, new)
+                self.inodes.moved(dst_id, parent_inode_old, old, (parent_inode_new, new))
+            self.inodes.moved(src_id, parent_inode_new, new, (parent_inode_old, old))
             self._follow_copy_ups()
             return
         if dst is not None:
             if dst_id != src_id and (dst.is_dir or dst.st.st_nlink <= 1):
                 self.inodes.unlinked(dst_id)
-        self.inodes.moved(src_id, parent_inode_new, new)
+            elif dst_id != src_id:
+                self.inodes.name_gone(dst_id, parent_inode_new, new)
+        self.inodes.moved(src_id, parent_inode_new, new, (parent_inode_old, old))
         self._follow_copy_ups()
 
 

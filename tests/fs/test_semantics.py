@@ -289,3 +289,22 @@ def test_rename_exchange_swaps_lower_merged_and_upper_entries_and_survives_remou
     assert info.value.errno == errno.ENOENT
     mounter.mounts[-1].remount()
     assert snapshot(m) == expected
+
+
+def test_a_file_stays_reachable_by_one_name_when_another_of_its_names_goes(mounter: Mounter, dirs) -> None:
+    m = rw(mounter, dirs)
+    write(m / "up-file", "upper\n")
+    for first, second in ((m / "etc" / "conf", m / "etc" / "conf2"), (m / "up-file", m / "up-link")):
+        before = first.read_text()
+        os.link(first, second)  # the kernel now knows the file by the second name too
+        assert os.stat(second).st_nlink == 2
+        os.unlink(second)
+        with open(first) as f:  # by the name the kernel had cached: no lookup on the way
+            assert f.read() == before
+        assert os.stat(first).st_nlink == 1
+    os.link(m / "up-file", m / "a")
+    os.link(m / "up-file", m / "b")
+    os.rename(m / "a", m / "c")  # a second name moves; the others keep working
+    os.unlink(m / "b")
+    os.unlink(m / "up-file")
+    assert (m / "c").read_text() == "upper\n" and os.stat(m / "c").st_nlink == 1
