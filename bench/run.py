@@ -226,13 +226,21 @@ def main() -> int:
                 return 1
             if not results[key]:
                 del results[key]
-    lines = ["| workload | " + " | ".join(kinds) + " | ours / fuse-overlayfs |", "|---" * (len(kinds) + 2) + "|"]
+    lines = [
+        "| workload | " + " | ".join(kinds) + " | ours / fuse-overlayfs | unionfs daemon CPU |",
+        "|---" * (len(kinds) + 3) + "|",
+    ]
     ratios = []
     for key, row in results.items():
         ratio = row.get("unionfs", math.nan) / row["fuse-overlayfs"] if "fuse-overlayfs" in row else math.nan
         if not math.isnan(ratio):
             ratios.append(ratio)
-        lines.append(f"| {key} | " + " | ".join(f"{row.get(k, math.nan):.3f}s" for k in kinds) + f" | {ratio:.2f}x |")
+        cpu = stats.get(f"cpu {key}", math.nan)
+        lines.append(
+            f"| {key} | "
+            + " | ".join(f"{row.get(k, math.nan):.3f}s" for k in kinds)
+            + f" | {ratio:.2f}x | {cpu:.2f}s |"
+        )
     if ratios:
         geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         lines.append(f"\ngeometric mean of the ratios: {geomean:.2f}x; worst {max(ratios):.2f}x")
