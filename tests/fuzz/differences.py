@@ -27,6 +27,10 @@ Values never compared (not promised equal by anyone):
     directory st_size, st_mtime  depend on the backing filesystem's directory format and on whiteouts
     directory st_nlink           a merged directory reports 1 here, as overlayfs does; the model counts
                                  subdirectories
+    fifo st_mtime                FIFO_TIMES: data written through a fifo never reaches a FUSE daemon (the
+                                 kernel runs the pipe, and keeps no times of its own for FUSE inodes), so a
+                                 fifo's mtime stays what it was on our mount and fuse-overlayfs, where a
+                                 local filesystem and kernel overlayfs set it to the time of the write
 
 Never generated (would differ by design, documented in README "Writing"):
     names starting with `.wh.`   we refuse them (EINVAL: they would read as whiteouts), the kernel stores them

@@ -90,7 +90,9 @@ def mtime_of(path: str) -> int:
 def describe(path: str, st: os.stat_result, kept_before_ns: int) -> tuple[Any, ...]:
     mode = st.st_mode
     desc: tuple[Any, ...] = (*stat_fields(st), user_xattrs(path))
-    if not stat.S_ISDIR(mode):
+    if stat.S_ISFIFO(mode):
+        desc += ("fifo: mtime not compared",)  # see "fifo st_mtime" in differences.py
+    elif not stat.S_ISDIR(mode):
         # only times set explicitly (by the layers or utime) are compared; fresh ones differ by microseconds
         desc += (st.st_mtime_ns if st.st_mtime_ns < kept_before_ns else "recent",)
     if stat.S_ISREG(mode):
