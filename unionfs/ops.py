@@ -395,21 +395,30 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         handle = self._files.get(fh) if fh is not None else None
-        node = self._node(inode)
-        if self._foreign(ctx):
-            self._check_setattr(ctx, node, attr, fields)
-        node = self.fs.setattr(
-            node,
-            mode=attr.st_mode if fields.update_mode else None,
-            uid=self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
-            gid=self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
-            size=attr.st_size if fields.update_size else None,
-            times_ns=(
+        changes: dict[str, Any] = {
+            "mode": attr.st_mode if fields.update_mode else None,
+            "uid": self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
+            "gid": self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
+            "size": attr.st_size if fields.update_size else None,
+            "times_ns": (
                 attr.st_atime_ns if fields.update_atime else None,
                 attr.st_mtime_ns if fields.update_mtime else None,
             ),
-            fd=handle.fd if handle is not None and not handle.lower else None,
-        )
+        }
+        try:
+            node = self._node(inode)
+        except OSError as exc:  # every name gone: an fd still open on the upper file may change it
+            if exc.errno != errno.ENOENT or self._foreign(ctx):
+                raise
+            candidates = [handle] if handle is not None else []
+            candidates += [h for h in self._files.values() if h.nodeid == inode]
+            open_fd = next((h.fd for h in candidates if not h.lower), None)
+            if open_fd is None:
+                raise
+            return self._attrs(self.fs.setattr_unlinked(open_fd, **changes), inode, None)
+        if self._foreign(ctx):
+            self._check_setattr(ctx, node, attr, fields)
+        node = self.fs.setattr(node, **changes, fd=handle.fd if handle is not None and not handle.lower else None)
         self._follow_copy_ups()
         return self._attrs(node.st, inode, node)
 

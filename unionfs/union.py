@@ -423,6 +423,33 @@ class UnionFS:
             )
         return self.resolve(node.path)
 
+    def setattr_unlinked(
+        self,
+        fd: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        times_ns: tuple[int | None, int | None] = (None, None),
+    ) -> os.stat_result:
+        """setattr of an upper file whose every name is gone, through an fd still open on it (ftruncate,
+        fchmod, futimens after unlink, as a local filesystem allows). Returns its stat."""
+        upper = self._writer()
+        st = os.fstat(fd)
+        if uid is not None or gid is not None:
+            if not upper.privileged:
+                raise UnionError(errno.EPERM, "an unlinked file keeps no ownership record")
+            os.fchown(fd, st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
+        if mode is not None:
+            os.fchmod(fd, upper.disk_mode(stat.S_IFMT(st.st_mode) | stat.S_IMODE(mode)))
+        if size is not None:
+            os.ftruncate(fd, size)
+        atime, mtime = times_ns
+        if atime is not None or mtime is not None:
+            os.utime(fd, ns=(st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime))
+        return os.fstat(fd)
+
     def _change_owner_mode(self, node: Node, uid: int | None, gid: int | None, mode: int | None) -> None:
         st = node.st
         new_mode = st.st_mode if mode is None else stat.S_IFMT(st.st_mode) | stat.S_IMODE(mode)

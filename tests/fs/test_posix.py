@@ -239,3 +239,20 @@ def test_a_listing_read_in_parts_while_entries_go_returns_each_other_entry_once(
     os.rmdir(m / "big")
     mounter.mounts[-1].remount()
     assert not (m / "big").exists()
+
+
+def test_an_open_file_can_still_be_changed_after_its_last_name_goes(m: Path) -> None:
+    for name in ("file", "new"):  # a lower file (copied up by the open) and an upper one
+        fd = os.open(m / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"data")
+            os.unlink(m / name)
+            os.ftruncate(fd, 4096)
+            os.fchmod(fd, 0o600)
+            os.utime(fd, ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
+            st = os.fstat(fd)
+            assert (st.st_size, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == (4096, 0o600, 1_500_000_000 * 10**9)
+            assert os.pread(fd, 8, 0) == b"data\0\0\0\0"
+        finally:
+            os.close(fd)
+        assert not (m / name).exists()
