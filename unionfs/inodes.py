@@ -120,12 +120,12 @@ class InodeTable:
         entry.name = name
         entry.unlinked = False
 
-    def moved(self, nodeid: int, parent: int, name: str, old: tuple[int, str] | None = None) -> None:
-        """Name `old` of `nodeid` is now `name` in `parent` (without `old`: whatever name it had)."""
+    def moved(self, nodeid: int, parent: int, name: str, old: tuple[int, str]) -> None:
+        """Name `old` (parent, name) of `nodeid` is now `name` in `parent`."""
         entry = self._by_id.get(nodeid)
         if entry is None:
             return
-        if old is not None and old != (entry.parent, entry.name) and old in entry.others:
+        if old != (entry.parent, entry.name) and old in entry.others:
             entry.others.remove(old)  # another name of a hard-linked file moved: the primary one stays
             self._add_other(entry, parent, name)
             return

@@ -31,7 +31,8 @@ class Listing(Generic[T]):
     __slots__ = ("cookies", "entries")
 
     def __init__(self, entries: list[T], name_of: Callable[[T], str]) -> None:
-        keyed = sorted((name_cookie(name_of(entry)), name_of(entry), index) for index, entry in enumerate(entries))
+        names = [name_of(entry) for entry in entries]
+        keyed = sorted((name_cookie(name), name, index) for index, name in enumerate(names))
         self.entries: list[T] = []
         self.cookies: list[int] = []
         for cookie, _, index in keyed:  # equal hashes (never seen in practice) still get distinct offsets

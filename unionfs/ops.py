@@ -18,7 +18,7 @@ from .listing import Listing
 from .permissions import EXEC, READ, WRITE, allowed, may_delete
 from .syscalls import RENAME_EXCHANGE
 from .tree import Node
-from .union import Owner, UnionFS
+from .union import AttrChange, Owner, UnionFS
 
 log = logging.getLogger("unionfs")
 
@@ -129,6 +129,10 @@ class UnionOperations(pyfuse3.Operations):
         self.inodes.alias(upper_st, nodeid)
         self._copied.add(nodeid)
 
+    def _open_fd(self, inode: int, *, upper: bool = False) -> int | None:
+        """An fd some handle holds open on `inode` (`upper`: on its upper file), or None."""
+        return next((h.fd for h in self._files.values() if h.nodeid == inode and not (upper and h.lower)), None)
+
     def _follow_copy_ups(self) -> None:
         """Point read-only fds of files just copied up at their upper copies: one view of each file."""
         if not self._copied:
@@ -233,7 +237,7 @@ class UnionOperations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         parent_node, child = self._child(parent_inode, name)
         self._require(ctx, parent_node, EXEC)
-        node = self.fs.tree.lookup(parent_node, child) if parent_node.is_dir else None
+        node = self.fs.tree.lookup(parent_node, child)
         if node is None:
             negative = pyfuse3.EntryAttributes()
             negative.st_ino = 0
@@ -251,10 +255,10 @@ class UnionOperations(pyfuse3.Operations):
         try:
             node = self._node(inode)
         except OSError:
-            for handle in self._files.values():  # an open file whose last name is gone
-                if handle.nodeid == inode:
-                    return self._attrs(os.fstat(handle.fd), inode, None)
-            raise
+            fd = self._open_fd(inode)  # an open file whose last name is gone
+            if fd is None:
+                raise
+            return self._attrs(os.fstat(fd), inode, None)
         return self._attrs(node.st, inode, node)
 
     @translate
@@ -271,8 +275,6 @@ class UnionOperations(pyfuse3.Operations):
             )
             self._require(ctx, node, mask)
         fd, node = self.fs.open(node, flags)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
-            self.fs.generation += 1  # a copy-up or a truncation: cached attributes are stale
         self._follow_copy_ups()
         fh = self._new_fh()
         lower = node.layer != 0 or node.meta_only or self.fs.upper is None
@@ -395,30 +397,25 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         handle = self._files.get(fh) if fh is not None else None
-        changes: dict[str, Any] = {
-            "mode": attr.st_mode if fields.update_mode else None,
-            "uid": self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
-            "gid": self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
-            "size": attr.st_size if fields.update_size else None,
-            "times_ns": (
-                attr.st_atime_ns if fields.update_atime else None,
-                attr.st_mtime_ns if fields.update_mtime else None,
-            ),
-        }
+        change = AttrChange(
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=self.ids.store_uid(attr.st_uid) if fields.update_uid else None,
+            gid=self.ids.store_gid(attr.st_gid) if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+        )
+        own_fd = handle.fd if handle is not None and not handle.lower else None
         try:
             node = self._node(inode)
         except OSError as exc:  # every name gone: an fd still open on the upper file may change it
-            if exc.errno != errno.ENOENT or self._foreign(ctx):
+            fd = own_fd if own_fd is not None else self._open_fd(inode, upper=True)
+            if exc.errno != errno.ENOENT or self._foreign(ctx) or fd is None:
                 raise
-            candidates = [handle] if handle is not None else []
-            candidates += [h for h in self._files.values() if h.nodeid == inode]
-            open_fd = next((h.fd for h in candidates if not h.lower), None)
-            if open_fd is None:
-                raise
-            return self._attrs(self.fs.setattr_unlinked(open_fd, **changes), inode, None)
+            return self._attrs(self.fs.setattr_unlinked(fd, change), inode, None)
         if self._foreign(ctx):
             self._check_setattr(ctx, node, attr, fields)
-        node = self.fs.setattr(node, **changes, fd=handle.fd if handle is not None and not handle.lower else None)
+        node = self.fs.setattr(node, change, own_fd)
         self._follow_copy_ups()
         return self._attrs(node.st, inode, node)
 
@@ -511,7 +508,7 @@ class UnionOperations(pyfuse3.Operations):
             self._require(ctx, new_parent, WRITE | EXEC)
         self.fs.rename(old_parent, old, new_parent, new, flags)
         if flags & RENAME_EXCHANGE:
-            if dst is not None and dst_id != src_id:
+            if dst_id != src_id:  # (dst exists: the exchange needed it)
                 self.inodes.moved(dst_id, parent_inode_old, old, (parent_inode_new, new))
             self.inodes.moved(src_id, parent_inode_new, new, (parent_inode_old, old))
             self._follow_copy_ups()

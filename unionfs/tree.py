@@ -107,15 +107,12 @@ class Tree:
         """The entry at `path`, looked up afresh (its parents may come from the directory cache)."""
         if not path:
             return self.root()
-        parent = self._dir(path[:-1])
+        parent = self.directory(path[:-1])
         return None if parent is None else self.lookup(parent, path[-1])
 
     def directory(self, path: Path) -> Node | None:
         """The directory at `path` as last resolved, for its path, layers, mode and owner: its times and size
         may be older (entries made in it since do not reshape it). None when `path` is not a directory."""
-        return self._dir(path)
-
-    def _dir(self, path: Path) -> Node | None:
         node = self._dirs.get(path)
         if node is None:
             node = self.resolve(path)

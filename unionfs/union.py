@@ -26,6 +26,29 @@ PASS_FLAGS = os.O_ACCMODE | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOATIME 
 
 
 @dataclass(frozen=True, slots=True)
+class AttrChange:
+    """What a setattr asks to change; None: leave as it is."""
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+
+    @property
+    def sets_times(self) -> bool:
+        return self.atime_ns is not None or self.mtime_ns is not None
+
+    def times_ns(self, st: os.stat_result) -> tuple[int, int]:
+        """The (atime, mtime) to set: the one not asked for kept from `st`."""
+        return (
+            st.st_atime_ns if self.atime_ns is None else self.atime_ns,
+            st.st_mtime_ns if self.mtime_ns is None else self.mtime_ns,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Owner:
     """Who asks for a new entry: its owner unless the parent directory says otherwise (setgid)."""
 
@@ -96,6 +119,8 @@ class UnionFS:
         writing = bool(flags & (WRITE_FLAGS | os.O_TRUNC))
         if writing:
             node = self._copy_up(node, "empty" if flags & os.O_TRUNC else "full")
+        if flags & os.O_TRUNC:
+            self._writer()  # an upper file is about to lose its data: cached sizes are stale
         open_flags = (flags & PASS_FLAGS) | os.O_NOFOLLOW | os.O_CLOEXEC
         if not writing:
             open_flags &= ~os.O_NOATIME
@@ -216,7 +241,6 @@ class UnionFS:
         return fds[0], node
 
     def mkdir(self, parent: Node, name: str, mode: int, owner: Owner) -> Node:
-        self.tree.reshaped()  # a whited-out directory of this name may be cached
         return self._new_entry(
             parent,
             name,
@@ -391,63 +415,42 @@ class UnionFS:
             raise
         upper.move(old_fd, src.name, new_fd, new, True, src_whiteout)
 
-    def setattr(
-        self,
-        node: Node,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        times_ns: tuple[int | None, int | None] = (None, None),
-        fd: int | None = None,
-    ) -> Node:
+    def setattr(self, node: Node, change: AttrChange, fd: int | None = None) -> Node:
+        """chmod, chown, truncate, utimes of `node` (copied up first: data only for a truncation that keeps
+        some); `fd`, when given, an upper fd of it to truncate through."""
         if node.is_dir:
             self.tree.reshaped()  # cached directories carry their mode and owner
+        size = change.size
         node = self._copy_up(node, "meta" if size is None else "empty" if size == 0 else "full")
         where = self.location(node)
-        if uid is not None or gid is not None or mode is not None:
-            self._change_owner_mode(node, uid, gid, mode)
+        if change.uid is not None or change.gid is not None or change.mode is not None:
+            self._change_owner_mode(node, change.uid, change.gid, change.mode)
         if size is not None:
             if fd is not None:
                 os.ftruncate(fd, size)
             else:
                 os.truncate(where, size)
-        atime, mtime = times_ns
-        if atime is not None or mtime is not None:
-            st = os.stat(where, follow_symlinks=False)
-            os.utime(
-                where,
-                ns=(st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime),
-                follow_symlinks=False,
-            )
+        if change.sets_times:
+            os.utime(where, ns=change.times_ns(os.stat(where, follow_symlinks=False)), follow_symlinks=False)
         return self.resolve(node.path)
 
-    def setattr_unlinked(
-        self,
-        fd: int,
-        *,
-        mode: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-        size: int | None = None,
-        times_ns: tuple[int | None, int | None] = (None, None),
-    ) -> os.stat_result:
+    def setattr_unlinked(self, fd: int, change: AttrChange) -> os.stat_result:
         """setattr of an upper file whose every name is gone, through an fd still open on it (ftruncate,
         fchmod, futimens after unlink, as a local filesystem allows). Returns its stat."""
         upper = self._writer()
         st = os.fstat(fd)
-        if uid is not None or gid is not None:
+        if change.uid is not None or change.gid is not None:
             if not upper.privileged:
                 raise UnionError(errno.EPERM, "an unlinked file keeps no ownership record")
-            os.fchown(fd, st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
-        if mode is not None:
-            os.fchmod(fd, upper.disk_mode(stat.S_IFMT(st.st_mode) | stat.S_IMODE(mode)))
-        if size is not None:
-            os.ftruncate(fd, size)
-        atime, mtime = times_ns
-        if atime is not None or mtime is not None:
-            os.utime(fd, ns=(st.st_atime_ns if atime is None else atime, st.st_mtime_ns if mtime is None else mtime))
+            os.fchown(
+                fd, st.st_uid if change.uid is None else change.uid, st.st_gid if change.gid is None else change.gid
+            )
+        if change.mode is not None:
+            os.fchmod(fd, upper.disk_mode(stat.S_IFMT(st.st_mode) | stat.S_IMODE(change.mode)))
+        if change.size is not None:
+            os.ftruncate(fd, change.size)
+        if change.sets_times:
+            os.utime(fd, ns=change.times_ns(st))
         return os.fstat(fd)
 
     def _change_owner_mode(self, node: Node, uid: int | None, gid: int | None, mode: int | None) -> None:
