@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 from .layers import Layer, Path, lstat_at, read_override
@@ -37,6 +38,8 @@ from .whiteout import (
 WORK_SUBDIR = "unionfs"
 Content = Literal["full", "empty", "meta"]
 COPY_CHUNK = 1 << 30
+#: Regular files at least this large have their data copied up by a worker thread (see StagedCopy).
+THREADED_COPY_MIN = 4 << 20
 
 #: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
 AliasHook = Callable[[os.stat_result, Node], None]
@@ -76,6 +79,27 @@ def copy_data(src_fd: int, dst_fd: int) -> None:
             break
     while chunk := os.read(src_fd, 1 << 20):
         os.write(dst_fd, chunk)
+
+
+@dataclass(slots=True)
+class StagedCopy:
+    """The data of a lower file, copied into a work-dir file by `run` (in a worker thread: it touches only its
+    own two fds) while requests go on; Upper.copy_up then gives it metadata and puts it in place."""
+
+    layer: int  # which lower file: lower layers do not change while mounted, so layer and inode name its data
+    ino: int
+    tmp: str
+    src: int
+    dst: int
+    fsync: bool
+
+    def run(self) -> None:
+        copy_data(self.src, self.dst)
+        if self.fsync:
+            os.fsync(self.dst)
+
+    def matches(self, node: Node) -> bool:
+        return node.layer == self.layer and node.st.st_ino == self.ino and stat.S_ISREG(node.st.st_mode)
 
 
 class Upper:
@@ -189,25 +213,15 @@ class Upper:
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
-    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, content: Content) -> None:
-        """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name). `content` says what of a
-        regular file's data: all of it, none (it is about to be truncated), or none yet (metacopy)."""
+    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, content: Content, filled: bool = False) -> None:
+        """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name; `filled`: a regular file
+        already there with all its data). `content` says what of a regular file's data: all of it, none (it is
+        about to be truncated), or none yet (metacopy)."""
         src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         st = node.st
         if stat.S_ISREG(st.st_mode):
-            fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
-            try:
-                if content == "meta":
-                    os.ftruncate(fd, st.st_size)
-                elif content == "full":
-                    src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
-                    try:
-                        copy_data(src, fd)
-                    finally:
-                        os.close(src)
-                self._sync(fd)
-            finally:
-                os.close(fd)
+            if not filled:
+                self._copy_regular(node, src_dir, dst_dir, dst_name, content)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(node.name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
@@ -218,6 +232,21 @@ class Upper:
         if content == "meta" and stat.S_ISREG(st.st_mode):
             os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
 
+    def _copy_regular(self, node: Node, src_dir: int, dst_dir: int, dst_name: str, content: Content) -> None:
+        fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+        try:
+            if content == "meta":
+                os.ftruncate(fd, node.st.st_size)
+            elif content == "full":
+                src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+                try:
+                    copy_data(src, fd)
+                finally:
+                    os.close(src)
+            self._sync(fd)
+        finally:
+            os.close(fd)
+
     def make_device(self, dirfd: int, name: str, mode: int, rdev: int) -> None:
         """A device node, or without the privilege to make one an empty placeholder file whose record (set by
         the caller) says which device it is."""
@@ -226,8 +255,29 @@ class Upper:
         else:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dirfd))
 
-    def copy_up(self, node: Node, content: Content = "full") -> None:
-        """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data."""
+    def stage(self, node: Node) -> StagedCopy:
+        """Begin copying up lower regular file `node`: its data is copied by StagedCopy.run, then copy_up."""
+        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        tmp = self.tmpname()
+        try:
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self.work_fd)
+        except BaseException:
+            os.close(src)
+            raise
+        return StagedCopy(node.layer, node.st.st_ino, tmp, src, dst, self.fsync)
+
+    def unstage(self, staged: StagedCopy) -> None:
+        """Close a staged copy's fds and remove its work-dir file unless copy_up has put it in place."""
+        for fd in (staged.src, staged.dst):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        staged.src = staged.dst = -1
+        self.discard(staged.tmp)
+
+    def copy_up(self, node: Node, content: Content = "full", staged: StagedCopy | None = None) -> None:
+        """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data;
+        `staged`: its data already copied, when it is still the file staged (else it is ignored)."""
         if content == "meta" and not (self.metacopy and stat.S_ISREG(node.st.st_mode) and node.st.st_size):
             content = "full"
         if node.layer == 0:
@@ -241,9 +291,10 @@ class Upper:
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
-        tmp = self.tmpname()
+        used = staged if staged is not None and content == "full" and staged.matches(node) else None
+        tmp = used.tmp if used is not None else self.tmpname()
         with self.staging(tmp):
-            self._copy_nondir(node, self.work_fd, tmp, content)
+            self._copy_nondir(node, self.work_fd, tmp, content, filled=used is not None)
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:
@@ -497,4 +548,12 @@ def chardev_whiteouts_allowed(work_fd: int) -> bool:
     return True
 
 
-__all__ = ["OPAQUE_XATTRS", "Upper", "chardev_whiteouts_allowed", "opaque_xattr_for", "proc_path"]
+__all__ = [
+    "OPAQUE_XATTRS",
+    "THREADED_COPY_MIN",
+    "StagedCopy",
+    "Upper",
+    "chardev_whiteouts_allowed",
+    "opaque_xattr_for",
+    "proc_path",
+]

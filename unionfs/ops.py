@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
@@ -115,6 +116,7 @@ class UnionOperations(pyfuse3.Operations):
         self.no_opendir = not check_others and getattr(pyfuse3, "READDIR_INODE_WITHOUT_OPENDIR", False)
         self._next_fh = 1
         self._copied: set[int] = set()
+        self._copying: dict[tuple[int, int], trio.Event] = {}  # lower files (layer, inode) being copied up
         self._cache_generation = -1
         self._nodes: dict[int, Node] = {}
         self._listings: dict[int, Listing[Entry]] = {}
@@ -147,6 +149,29 @@ class UnionOperations(pyfuse3.Operations):
                 if fd is not None:
                     os.close(handle.fd)
                     handle.fd, handle.lower = fd, False
+
+    async def _copy_up_aside(self, locate: Callable[[], Node]) -> None:
+        """Copy a large lower file (found by `locate`) up with its data copied by a worker thread, so that
+        other requests are served meanwhile; a request for the same file waits for that copy-up instead of
+        copying again. Small files and everything else are left to the synchronous path."""
+        node = locate()
+        while (busy := self._copying.get((node.layer, node.st.st_ino))) is not None:
+            await busy.wait()
+            node = locate()
+        staged = self.fs.stage_copy_up(node)
+        if staged is None:
+            return
+        key = (node.layer, node.st.st_ino)
+        done = self._copying[key] = trio.Event()
+        try:
+            await trio.to_thread.run_sync(staged.run)
+            # Other requests ran meanwhile: nothing found before the copy is trusted after it.
+            self.fs.copy_up_staged(locate(), staged)
+            self._follow_copy_ups()
+        finally:
+            self.fs.unstage(staged)
+            del self._copying[key]
+            done.set()
 
     def _node(self, nodeid: int) -> Node:
         """The entry the kernel knows as `nodeid`, resolved again only after the upper changed."""
@@ -274,6 +299,9 @@ class UnionOperations(pyfuse3.Operations):
                 WRITE if access != os.O_RDONLY or flags & os.O_TRUNC else 0
             )
             self._require(ctx, node, mask)
+        if flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_TRUNC:
+            await self._copy_up_aside(lambda: self._node(inode))
+            node = self._node(inode)
         fd, node = self.fs.open(node, flags)
         self._follow_copy_ups()
         fh = self._new_fh()
@@ -415,6 +443,9 @@ class UnionOperations(pyfuse3.Operations):
             return self._attrs(self.fs.setattr_unlinked(fd, change), inode, None)
         if self._foreign(ctx):
             self._check_setattr(ctx, node, attr, fields)
+        if change.size:  # a truncation that keeps data
+            await self._copy_up_aside(lambda: self._node(inode))
+            node = self._node(inode)
         node = self.fs.setattr(node, change, own_fd)
         self._follow_copy_ups()
         return self._attrs(node.st, inode, node)
@@ -468,6 +499,8 @@ class UnionOperations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(new_parent_inode, new_name)
         self._require(ctx, parent, WRITE | EXEC)
+        await self._copy_up_aside(lambda: self._node(inode))
+        parent, child = self._child(new_parent_inode, new_name)
         node = self.fs.link(self._node(inode), parent, child)
         self._follow_copy_ups()
         return self._entry(node, new_parent_inode)
@@ -496,8 +529,13 @@ class UnionOperations(pyfuse3.Operations):
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
     ) -> None:
         old_parent, old = self._child(parent_inode_old, name_old)
-        new_parent, new = self._child(parent_inode_new, name_new)
         src = self.fs.lookup(old_parent, old)
+        if not src.is_dir:  # a large lower file is copied up aside first, for a caller who may move it
+            self._require_delete(ctx, old_parent, src)
+            await self._copy_up_aside(lambda: self.fs.lookup(*self._child(parent_inode_old, name_old)))
+            old_parent, old = self._child(parent_inode_old, name_old)
+            src = self.fs.lookup(old_parent, old)
+        new_parent, new = self._child(parent_inode_new, name_new)
         src_id = self.inodes.nodeid(src)
         dst = self.fs.tree.lookup(new_parent, new)
         dst_id = self.inodes.nodeid(dst) if dst is not None else 0

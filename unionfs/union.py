@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .copyup import Content, Upper, proc_path
+from .copyup import THREADED_COPY_MIN, Content, StagedCopy, Upper, proc_path
 from .errors import UnionError
 from .layers import Path
 from .ownership import replace_stat
@@ -171,6 +171,28 @@ class UnionFS:
             return node
         self._writer().copy_up(node, content)
         return self.resolve(node.path)
+
+    def stage_copy_up(self, node: Node) -> StagedCopy | None:
+        """For a large lower file about to be copied up whole: its copy-up begun, for its data to be copied
+        off the request loop (StagedCopy.run) and then finished by copy_up_staged. None for anything else."""
+        if (
+            self.upper is None
+            or node.layer == 0
+            or not stat.S_ISREG(node.st.st_mode)
+            or node.st.st_size < THREADED_COPY_MIN
+        ):
+            return None
+        return self.upper.stage(node)
+
+    def copy_up_staged(self, node: Node, staged: StagedCopy) -> None:
+        """Copy `node` up with the data `staged` holds, if it is still the file staged: `node` is resolved
+        anew, as other requests may have moved, removed or copied up the file while its data was copied."""
+        if node.layer != 0 and staged.matches(node):
+            self._writer().copy_up(node, "full", staged)
+
+    def unstage(self, staged: StagedCopy) -> None:
+        if self.upper is not None:
+            self.upper.unstage(staged)
 
     def _owner_for(self, parent: Node, owner: Owner, mode: int) -> tuple[Owner, int]:
         """Apply the setgid-directory rule: what the kernel would do had we created in place."""
