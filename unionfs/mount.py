@@ -114,7 +114,7 @@ def timeouts(config: MountConfig) -> Timeouts:
         return Timeouts(config.timeout, config.timeout, config.timeout)
     if config.upper is None:
         return Timeouts(3600.0, 3600.0, 3600.0)
-    return Timeouts(lower=300.0, upper=1.0, negative=1.0)
+    return Timeouts(lower=300.0, upper=300.0, negative=300.0)
 
 
 async def _serve() -> None:

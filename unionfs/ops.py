@@ -307,7 +307,9 @@ class UnionOperations(pyfuse3.Operations):
         fh = self._new_fh()
         lower = node.layer != 0 or node.meta_only or self.fs.upper is None
         self._files[fh] = FileHandle(inode, fd, lower)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=lower)
+        # Every change to a file's data passes through the kernel, which keeps its page cache up to date: the
+        # cache can outlive the open for upper files as well as lower ones.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -474,7 +476,7 @@ class UnionOperations(pyfuse3.Operations):
         fh = self._new_fh()
         attr = self._entry(node, parent_inode)
         self._files[fh] = FileHandle(attr.st_ino, fd, False)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False), attr
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), attr
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

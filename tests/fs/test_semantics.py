@@ -308,3 +308,50 @@ def test_a_file_stays_reachable_by_one_name_when_another_of_its_names_goes(mount
     os.unlink(m / "b")
     os.unlink(m / "up-file")
     assert (m / "c").read_text() == "upper\n" and os.stat(m / "c").st_nlink == 1
+
+
+def test_what_the_kernel_caches_for_minutes_stays_true_after_every_kind_of_change(mounter: Mounter, dirs) -> None:
+    """Entries, attributes, failed lookups and file data are cached by the kernel for minutes, upper ones too:
+    each change made through the mount must show at once, never the cached state before it."""
+    import mmap
+
+    m = rw(mounter, dirs)
+    new = m / "etc" / "new"
+    assert not new.exists()  # a failed lookup, now cached
+    new.write_bytes(b"one")
+    assert new.read_bytes() == b"one"  # its data now in the page cache
+    with open(new, "r+b") as f:
+        f.seek(1)
+        f.write(b"NE")
+    assert new.read_bytes() == b"oNE"
+    with open(new, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+        mapped[0:1] = b"0"
+    assert new.read_bytes() == b"0NE"
+    os.truncate(new, 1)
+    assert new.read_bytes() == b"0" and new.stat().st_size == 1
+    before = new.stat()
+    os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))
+    assert new.stat().st_mtime_ns == before.st_mtime_ns - 10**9
+    os.chmod(new, 0o600)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+
+    write(m / "etc" / "other", "other")
+    os.rename(m / "etc" / "other", new)  # the name now means another file
+    assert new.read_bytes() == b"other"
+    new.unlink()
+    assert not new.exists()
+    new.write_bytes(b"again")
+    assert new.read_bytes() == b"again"
+
+    conf = m / "etc" / "conf"
+    assert conf.read_bytes() == b"base\n"  # a lower file's data and attributes, cached
+    with open(conf, "ab") as f:  # copied up
+        f.write(b"more\n")
+    assert conf.read_bytes() == b"base\nmore\n" and conf.stat().st_size == 10
+    os.link(conf, m / "etc" / "conf2")
+    assert conf.stat().st_nlink == 2 and (m / "etc" / "conf2").read_bytes() == b"base\nmore\n"
+    os.rename(m / "usr" / "lib", m / "lib")  # a merged directory moves: both names change at once
+    assert not (m / "usr" / "lib").exists()
+    assert (m / "lib" / "sub" / "b.so").read_bytes() == b"B"
+    (m / "usr" / "lib").mkdir()
+    assert os.listdir(m / "usr" / "lib") == []
