@@ -200,9 +200,11 @@ def main() -> int:
             key = f"{name} ({mode})"
             results[key] = {}
             outputs = {}
-            for kind in kinds:
-                times = []
-                for _ in range(args.runs):
+            times: dict[str, list[float]] = {kind: [] for kind in kinds}
+            # Runs alternate between filesystems, so that drift in the machine's state (other tenants, memory the
+            # host has taken back) falls on each of them alike rather than on whichever ran in a bad stretch.
+            for _ in range(args.runs):
+                for kind in kinds:
                     with mounted(kind, layers, scratch) as (mnt, pid):
                         if mode == "warm":
                             work(mnt)  # first pass fills the caches; the measured pass is the same work again
@@ -212,15 +214,16 @@ def main() -> int:
                             drop_caches()
                         before, start = cpu_seconds(pid), time.perf_counter()
                         outputs[kind] = work(mnt)
-                        times.append(time.perf_counter() - start)
+                        times[kind].append(time.perf_counter() - start)
                         if pid is not None:
                             status = Path(f"/proc/{pid}/status").read_text()
                             hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
                             stats["peak_rss_kb"] = max(stats.get("peak_rss_kb", 0), hwm)
                             stats["fds"] = max(stats.get("fds", 0), len(os.listdir(f"/proc/{pid}/fd")))
                             stats[f"cpu {key}"] = cpu_seconds(pid) - before
-                if times:
-                    results[key][kind] = statistics.median(times)
+            for kind in kinds:
+                if times[kind]:
+                    results[key][kind] = statistics.median(times[kind])
             if len(set(outputs.values())) > 1:
                 print(f"bench: {key}: outputs differ between filesystems: {outputs}", file=sys.stderr)
                 return 1
