@@ -9,7 +9,8 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from unionfs.api import reap
@@ -143,6 +144,16 @@ def is_mounted(point: str | Path) -> bool:
     real = os.path.realpath(point)
     with open("/proc/self/mountinfo") as info:
         return any(line.split(" ")[4] == real for line in info)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def fuse_usable() -> str | None:

@@ -269,15 +269,13 @@ class Upper:
 
     def unstage(self, staged: StagedCopy) -> None:
         """Close a staged copy's fds and remove its work-dir file unless copy_up has put it in place."""
-        for fd in (staged.src, staged.dst):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        staged.src = staged.dst = -1
+        os.close(staged.src)
+        os.close(staged.dst)
         self.discard(staged.tmp)
 
     def copy_up(self, node: Node, content: Content = "full", staged: StagedCopy | None = None) -> None:
         """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data;
-        `staged`: its data already copied, when it is still the file staged (else it is ignored)."""
+        `staged`: the copy of its whole data (StagedCopy.matches(node)), to use rather than copying it."""
         if content == "meta" and not (self.metacopy and stat.S_ISREG(node.st.st_mode) and node.st.st_size):
             content = "full"
         if node.layer == 0:
@@ -291,10 +289,9 @@ class Upper:
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
-        used = staged if staged is not None and content == "full" and staged.matches(node) else None
-        tmp = used.tmp if used is not None else self.tmpname()
+        tmp = staged.tmp if staged is not None else self.tmpname()
         with self.staging(tmp):
-            self._copy_nondir(node, self.work_fd, tmp, content, filled=used is not None)
+            self._copy_nondir(node, self.work_fd, tmp, content, filled=staged is not None)
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:

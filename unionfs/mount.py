@@ -15,7 +15,7 @@ import trio
 from .config import MountConfig
 from .copyup import WORK_SUBDIR, Upper, can_chown, chardev_whiteouts_allowed, opaque_xattr_for
 from .layers import FD_CACHE_SIZE, Layer, effective_stat, read_override
-from .ops import Timeouts, UnionOperations
+from .ops import UnionOperations
 from .tree import Tree
 from .union import UnionFS
 from .whiteout import WhiteoutForm
@@ -109,12 +109,11 @@ def fuse_options(config: MountConfig, privileged: bool) -> set[str]:
     return options
 
 
-def timeouts(config: MountConfig) -> Timeouts:
+def cache_timeout(config: MountConfig) -> float:
+    """How long the kernel trusts entries, attributes and failed lookups, in seconds."""
     if config.timeout is not None:
-        return Timeouts(config.timeout, config.timeout, config.timeout)
-    if config.upper is None:
-        return Timeouts(3600.0, 3600.0, 3600.0)
-    return Timeouts(lower=300.0, upper=300.0, negative=300.0)
+        return config.timeout
+    return 3600.0 if config.upper is None else 300.0
 
 
 async def _serve() -> None:
@@ -136,7 +135,7 @@ def serve(config: MountConfig, ready: Callable[[], None]) -> None:
     """Mount, call `ready` once the mount exists, serve until unmounted or signalled, then clean up."""
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
-    ops = UnionOperations(fs, timeouts(config), config.ids, check_others=config.allow_other and not privileged)
+    ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others=config.allow_other and not privileged)
     try:
         pyfuse3.init(ops, config.mountpoint, fuse_options(config, privileged))
     except BaseException:

@@ -90,22 +90,16 @@ class FileHandle:
     lower: bool  # reading a lower layer's file: must follow the file when it is copied up
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    lower: float  # entries and attributes that live only in read-only layers
-    upper: float
-    negative: float
-
-
 class UnionOperations(pyfuse3.Operations):
     enable_writeback_cache = False
 
-    def __init__(self, fs: UnionFS, timeouts: Timeouts, ids: IdMap | None = None, check_others: bool = False) -> None:
+    def __init__(self, fs: UnionFS, timeout: float, ids: IdMap | None = None, check_others: bool = False) -> None:
         super().__init__()
         self.check_others = check_others  # unprivileged with allow_other: the kernel checks no one
         self.owner_uid = os.geteuid()
         self.fs = fs
-        self.timeouts = timeouts
+        # how long the kernel may trust entries, attributes and failed lookups: every change passes through it
+        self.timeout = timeout
         self.ids = ids or IdMap()
         self.inodes = InodeTable()
         self._files: dict[int, FileHandle] = {}
@@ -150,28 +144,27 @@ class UnionOperations(pyfuse3.Operations):
                     os.close(handle.fd)
                     handle.fd, handle.lower = fd, False
 
-    async def _copy_up_aside(self, locate: Callable[[], Node]) -> None:
-        """Copy a large lower file (found by `locate`) up with its data copied by a worker thread, so that
-        other requests are served meanwhile; a request for the same file waits for that copy-up instead of
-        copying again. Small files and everything else are left to the synchronous path."""
-        node = locate()
-        while (busy := self._copying.get((node.layer, node.st.st_ino))) is not None:
+    async def _copy_up_aside(self, node: Node, locate: Callable[[], Node]) -> bool:
+        """Copy a large lower file `node` up with its data copied by a worker thread, so that other requests are
+        served meanwhile; a request for the same file waits for that copy-up instead of copying again. Small
+        files and everything else are left to the synchronous path. Returns whether it awaited: other requests
+        may then have changed the tree, and the caller must resolve again (`locate` finds the file anew)."""
+        awaited = False
+        while (busy := self._copying.get(key := (node.layer, node.st.st_ino))) is not None:
             await busy.wait()
-            node = locate()
+            node, awaited = locate(), True
         staged = self.fs.stage_copy_up(node)
         if staged is None:
-            return
-        key = (node.layer, node.st.st_ino)
+            return awaited
         done = self._copying[key] = trio.Event()
         try:
             await trio.to_thread.run_sync(staged.run)
-            # Other requests ran meanwhile: nothing found before the copy is trusted after it.
             self.fs.copy_up_staged(locate(), staged)
-            self._follow_copy_ups()
         finally:
             self.fs.unstage(staged)
             del self._copying[key]
             done.set()
+        return True
 
     def _node(self, nodeid: int) -> Node:
         """The entry the kernel knows as `nodeid`, resolved again only after the upper changed."""
@@ -221,9 +214,8 @@ class UnionOperations(pyfuse3.Operations):
         attr.st_atime_ns = st.st_atime_ns
         attr.st_mtime_ns = st.st_mtime_ns
         attr.st_ctime_ns = st.st_ctime_ns
-        timeout = self.timeouts.upper if node is None or node.layer == 0 else self.timeouts.lower
-        attr.entry_timeout = timeout
-        attr.attr_timeout = timeout
+        attr.entry_timeout = self.timeout
+        attr.attr_timeout = self.timeout
         return attr
 
     def _entry(self, node: Node, parent: int) -> pyfuse3.EntryAttributes:
@@ -266,7 +258,7 @@ class UnionOperations(pyfuse3.Operations):
         if node is None:
             negative = pyfuse3.EntryAttributes()
             negative.st_ino = 0
-            negative.entry_timeout = self.timeouts.negative
+            negative.entry_timeout = self.timeout
             return negative
         return self._entry(node, parent_inode)
 
@@ -299,8 +291,8 @@ class UnionOperations(pyfuse3.Operations):
                 WRITE if access != os.O_RDONLY or flags & os.O_TRUNC else 0
             )
             self._require(ctx, node, mask)
-        if flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_TRUNC:
-            await self._copy_up_aside(lambda: self._node(inode))
+        writing = flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_TRUNC
+        if writing and await self._copy_up_aside(node, lambda: self._node(inode)):
             node = self._node(inode)
         fd, node = self.fs.open(node, flags)
         self._follow_copy_ups()
@@ -445,8 +437,7 @@ class UnionOperations(pyfuse3.Operations):
             return self._attrs(self.fs.setattr_unlinked(fd, change), inode, None)
         if self._foreign(ctx):
             self._check_setattr(ctx, node, attr, fields)
-        if change.size:  # a truncation that keeps data
-            await self._copy_up_aside(lambda: self._node(inode))
+        if change.size and await self._copy_up_aside(node, lambda: self._node(inode)):  # a truncation keeping data
             node = self._node(inode)
         node = self.fs.setattr(node, change, own_fd)
         self._follow_copy_ups()
@@ -501,9 +492,11 @@ class UnionOperations(pyfuse3.Operations):
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(new_parent_inode, new_name)
         self._require(ctx, parent, WRITE | EXEC)
-        await self._copy_up_aside(lambda: self._node(inode))
-        parent, child = self._child(new_parent_inode, new_name)
-        node = self.fs.link(self._node(inode), parent, child)
+        node = self._node(inode)
+        if await self._copy_up_aside(node, lambda: self._node(inode)):
+            parent, child = self._child(new_parent_inode, new_name)
+            node = self._node(inode)
+        node = self.fs.link(node, parent, child)
         self._follow_copy_ups()
         return self._entry(node, new_parent_inode)
 
@@ -532,16 +525,17 @@ class UnionOperations(pyfuse3.Operations):
     ) -> None:
         old_parent, old = self._child(parent_inode_old, name_old)
         src = self.fs.lookup(old_parent, old)
-        if not src.is_dir:  # a large lower file is copied up aside first, for a caller who may move it
-            self._require_delete(ctx, old_parent, src)
-            await self._copy_up_aside(lambda: self.fs.lookup(*self._child(parent_inode_old, name_old)))
+        self._require_delete(ctx, old_parent, src)
+        if not src.is_dir and await self._copy_up_aside(
+            src, lambda: self.fs.lookup(*self._child(parent_inode_old, name_old))
+        ):
             old_parent, old = self._child(parent_inode_old, name_old)
             src = self.fs.lookup(old_parent, old)
+            self._require_delete(ctx, old_parent, src)
         new_parent, new = self._child(parent_inode_new, name_new)
         src_id = self.inodes.nodeid(src)
         dst = self.fs.tree.lookup(new_parent, new)
         dst_id = self.inodes.nodeid(dst) if dst is not None else 0
-        self._require_delete(ctx, old_parent, src)
         if dst is not None:
             self._require_delete(ctx, new_parent, dst)
         else:
@@ -562,4 +556,4 @@ class UnionOperations(pyfuse3.Operations):
         self._follow_copy_ups()
 
 
-__all__ = ["ROOT_INODE", "Timeouts", "UnionOperations"]
+__all__ = ["ROOT_INODE", "UnionOperations"]

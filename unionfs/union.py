@@ -187,12 +187,13 @@ class UnionFS:
     def copy_up_staged(self, node: Node, staged: StagedCopy) -> None:
         """Copy `node` up with the data `staged` holds, if it is still the file staged: `node` is resolved
         anew, as other requests may have moved, removed or copied up the file while its data was copied."""
-        if node.layer != 0 and staged.matches(node):
+        if staged.matches(node):
             self._writer().copy_up(node, "full", staged)
 
     def unstage(self, staged: StagedCopy) -> None:
-        if self.upper is not None:
-            self.upper.unstage(staged)
+        """Release what stage_copy_up took (which only an upper can have given)."""
+        assert self.upper is not None
+        self.upper.unstage(staged)
 
     def _owner_for(self, parent: Node, owner: Owner, mode: int) -> tuple[Owner, int]:
         """Apply the setgid-directory rule: what the kernel would do had we created in place."""

@@ -31,7 +31,6 @@ def content(size: int) -> bytes:
 class GateFS(pyfuse3.Operations):
     def __init__(self, size: int, state: Path) -> None:
         super().__init__()
-        self.size = size
         self.state = state
         self.data = content(size)
         self.served = 0
@@ -45,7 +44,7 @@ class GateFS(pyfuse3.Operations):
         else:
             attr.st_mode = stat.S_IFREG | 0o644
             attr.st_nlink = 1
-            attr.st_size = self.size
+            attr.st_size = len(self.data)
         attr.st_blksize = 4096
         attr.st_blocks = (attr.st_size + 511) // 512
         attr.entry_timeout = attr.attr_timeout = 300

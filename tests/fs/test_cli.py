@@ -8,13 +8,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fs.conftest import Mounter
-from tests.support import UNIONFS, is_mounted, reap, write
+from tests.support import UNIONFS, is_mounted, reap, wait_until, write
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,12 +30,7 @@ def tree(tmp_path: Path) -> dict[str, Path]:
 
 
 def wait_mounted(point: Path, want: bool = True, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_mounted(point) == want:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: is_mounted(point) == want, timeout, 0.05)
 
 
 def bad(args: list[str], *fragments: str) -> None:
