@@ -309,8 +309,16 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return os.pwrite(self.write_fd(fh), buf, off)
+
+    def write_fd(self, fh: int) -> int:
+        """The upper file a WRITE to `fh` lands in: the patched pyfuse3 splices the data into it without
+        handing it to Python (`scripts/patch_pyfuse3.py`); a stock one calls write() above."""
         self.fs.generation += 1  # sizes and times in cached listings are stale now
-        return os.pwrite(self._files[fh].fd, buf, off)
+        fd = self._files[fh].fd
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("write_fd(%d,) -> %d", fh, fd)
+        return fd
 
     @translate
     async def flush(self, fh: int) -> None:

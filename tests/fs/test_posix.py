@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import random
 import shutil
 import socket
 import stat
@@ -74,6 +75,34 @@ def test_special_files_and_open_flags(m: Path) -> None:
     expect_errno(errno.ENOENT, os.open, m / "missing", os.O_RDONLY)
     expect_errno(errno.EISDIR, os.open, m / "dir", os.O_WRONLY)
     expect_errno(errno.ENOTDIR, os.listdir, m / "file")
+
+
+def test_writes_of_every_size_land_where_they_were_aimed(m: Path, tmp_path: Path) -> None:
+    # Large writes reach the daemon in requests of up to 1 MiB, small ones in one; a patched pyfuse3 has libfuse
+    # write them to the upper file itself. Either way each byte must land at its offset, in a copied-up file too.
+    rng = random.Random(8)
+    model = bytearray(b"lower data\n")
+    fd = os.open(m / "file", os.O_RDWR)
+    try:
+        for size in (1, 4095, 4096, 4097, 65536, 131072 + 5, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20):
+            off = rng.randrange(len(model) + 8192)  # sometimes past the end, leaving a hole
+            data = rng.randbytes(size)
+            assert os.pwrite(fd, data, off) == size
+            model[len(model) : off] = bytes(max(0, off - len(model)))
+            model[off : off + size] = data
+        appender = os.open(m / "file", os.O_WRONLY | os.O_APPEND)
+        try:
+            tail = rng.randbytes(200_000)
+            assert os.write(appender, tail) == len(tail)
+            model += tail
+        finally:
+            os.close(appender)
+        assert os.fstat(fd).st_size == len(model)
+        assert os.pread(fd, len(model) + 1, 0) == bytes(model)
+    finally:
+        os.close(fd)
+    assert (m / "file").read_bytes() == bytes(model)
+    assert (tmp_path / "up" / "file").read_bytes() == bytes(model)  # in the upper, not only in the page cache
 
 
 def test_fallocate_copy_file_range_and_sync(m: Path) -> None:
