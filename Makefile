@@ -23,7 +23,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(BIN)/.installed: pyproject.toml scripts/patch_pyfuse3.py
+$(BIN)/.installed: pyproject.toml scripts/patch_pyfuse3.py $(wildcard scripts/pyfuse3_patch/*.pxi)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -202,9 +202,11 @@ def main() -> int:
             outputs = {}
             times: dict[str, list[float]] = {kind: [] for kind in kinds}
             # Runs alternate between filesystems, so that drift in the machine's state (other tenants, memory the
-            # host has taken back) falls on each of them alike rather than on whichever ran in a bad stretch.
-            for _ in range(args.runs):
-                for kind in kinds:
+            # host has taken back) falls on each of them alike rather than on whichever ran in a bad stretch. The
+            # order turns each round: what ran just before matters here (a virtual machine touches memory freed a
+            # moment ago much faster than memory freed a while ago), and each filesystem should follow each other.
+            for run in range(args.runs):
+                for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
                     with mounted(kind, layers, scratch) as (mnt, pid):
                         if mode == "warm":
                             work(mnt)  # first pass fills the caches; the measured pass is the same work again
@@ -224,6 +226,9 @@ def main() -> int:
             for kind in kinds:
                 if times[kind]:
                     results[key][kind] = statistics.median(times[kind])
+            if any(times.values()):  # progress, and the spread the medians hide
+                runs = "; ".join(f"{k} {' '.join(f'{t:.2f}' for t in v)}" for k, v in times.items() if v)
+                print(f"bench: {key}: {runs} s", file=sys.stderr, flush=True)
             if len(set(outputs.values())) > 1:
                 print(f"bench: {key}: outputs differ between filesystems: {outputs}", file=sys.stderr)
                 return 1

@@ -1,4 +1,4 @@
-"""Rebuild the installed pyfuse3 with two small patches.
+"""Rebuild the installed pyfuse3 with three small patches.
 
 1. readdir() learns the directory's inode when there is no opendir handler. pyfuse3 hands readdir() only the
    file handle opendir() returned. A filesystem that answers opendir with ENOSYS gets the kernel's readdir cache
@@ -10,9 +10,14 @@
    this patch, when the Operations object has a synchronous `write_fd(fh)` that returns a file descriptor (not
    -1), pyfuse3 has libfuse write the data into that file at the request's offset and replies itself, as
    libfuse's passthrough examples do (libfuse splices instead of copying where its pipe can hold a whole
-   request); `pyfuse3.WRITE_FD` says so.
+   request; `pyfuse3_patch/write_buf.pxi`).
+3. No hand-over between tasks for a request that is answered at once. Each stock worker, once the next request
+   is readable, passes the right to wait for the one after to another worker before it reads its own: an extra
+   trip through trio's scheduler per request, even when the handler never waits. Here a worker keeps that right while
+   its handlers answer without suspending, and passes it on the moment one suspends (waiting on a thread or a
+   lock), so a slow request still never holds up the next (`pyfuse3_patch/session_loop.pxi`).
 
-unionfs uses both when present and works unpatched too.
+`pyfuse3.UNIONFS_PATCH_LEVEL` says which patches are in. unionfs uses them when present and works unpatched too.
 
 Usage: python scripts/patch_pyfuse3.py   (with the venv's python; needs pip, a C compiler and libfuse3-dev)
 Idempotent; on any failure it leaves the stock pyfuse3 in place, says why, and exits 0.
@@ -26,59 +31,50 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-WRITE_BUF_STOCK = """    cdef _Container c = _Container()
-    c.req = req
-    c.off = off
-    c.fh = fi.fh
-    buf = PyBytes_from_bufvec(bufv)
-    save_retval(fuse_write_buf_async(c, buf))
-"""
+PATCH_LEVEL = 3  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
+PARTS = Path(__file__).with_name("pyfuse3_patch")  # the new code, in Cython: read it there
 
-WRITE_BUF_SPLICED = """    cdef _Container c
-    cdef fuse_bufvec dst
-    cdef ssize_t res
-    cdef int fd = -1
-    cdef int ret
-    write_fd = getattr(operations, 'write_fd', None)
-    if write_fd is not None:
-        try:
-            fd = write_fd(fi.fh)
-        except BaseException:
-            fd = -1  # the handler's write() answers instead
-    if fd >= 0:
-        dst.count = 1
-        dst.idx = 0
-        dst.off = 0
-        dst.buf[0].size = fuse_buf_size(bufv) - bufv.off
-        dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK
-        dst.buf[0].mem = NULL
-        dst.buf[0].fd = fd
-        dst.buf[0].pos = off
-        res = fuse_buf_copy(&dst, bufv, 0)
-        if res < 0:
-            ret = fuse_reply_err(req, <int> -res)
-        else:
-            ret = fuse_reply_write(req, <size_t> res)
-        if ret != 0:
-            log.error('fuse_write_buf(): fuse_reply_* failed with %s', strerror(-ret))
-        return
-""" + WRITE_BUF_STOCK.replace("    cdef _Container c = _Container()\n", "    c = _Container()\n")
-
+# (file, from, to, new text): the stock code from `from` through `to` (or just `from` when `to` is empty) is
+# replaced. A pyfuse3 without that code is left alone.
 EDITS = [
     (
         "src/pyfuse3/handlers.pxi",
         "    c.off = off\n    c.fh = fi.fh\n    save_retval(fuse_readdirplus_async(c))",
+        "",
         "    c.off = off\n    c.fh = fi.fh if fi.fh != 0 else ino  # no opendir (ENOSYS): name the directory\n"
         "    save_retval(fuse_readdirplus_async(c))",
     ),
-    ("src/pyfuse3/handlers.pxi", WRITE_BUF_STOCK, WRITE_BUF_SPLICED),
+    (
+        "src/pyfuse3/handlers.pxi",
+        "    cdef _Container c = _Container()\n    c.req = req\n    c.off = off\n    c.fh = fi.fh\n"
+        "    buf = PyBytes_from_bufvec(bufv)\n",
+        "    save_retval(fuse_write_buf_async(c, buf))\n",
+        (PARTS / "write_buf.pxi").read_text(),
+    ),
+    (
+        "src/pyfuse3/internal.pxi",
+        "async def _wait_fuse_readable():\n",
+        "    stdlib.free(buf.mem)\n    worker_data.task_count -= 1\n",
+        (PARTS / "session_loop.pxi").read_text(),
+    ),
     (
         "src/pyfuse3/__init__.pyx",
         "ROOT_INODE = FUSE_ROOT_ID\n",
-        "ROOT_INODE = FUSE_ROOT_ID\nREADDIR_INODE_WITHOUT_OPENDIR = True\nWRITE_FD = True\n",
+        "",
+        f"ROOT_INODE = FUSE_ROOT_ID\nREADDIR_INODE_WITHOUT_OPENDIR = True\nUNIONFS_PATCH_LEVEL = {PATCH_LEVEL}\n",
     ),
 ]
-MARKERS = ("READDIR_INODE_WITHOUT_OPENDIR", "WRITE_FD")
+
+
+def apply(source: Path, version: str) -> None:
+    for name, first, last, new in EDITS:
+        path = source / name
+        text = path.read_text()
+        start = text.find(first)
+        end = start + len(first) if not last else text.find(last, start)
+        if start < 0 or end < 0:
+            raise RuntimeError(f"{name} of pyfuse3 {version} does not have the expected code")
+        path.write_text(text[:start] + new + text[end + len(last) :])
 
 
 def pip(*args: str) -> None:
@@ -91,7 +87,7 @@ def main() -> int:
     except ImportError:
         print("patch_pyfuse3: pyfuse3 is not installed; nothing to patch", file=sys.stderr)
         return 0
-    if all(getattr(pyfuse3, marker, False) for marker in MARKERS):
+    if getattr(pyfuse3, "UNIONFS_PATCH_LEVEL", 0) >= PATCH_LEVEL:
         return 0
     version = pyfuse3.__version__
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,12 +97,7 @@ def main() -> int:
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
             source = Path(tmp) / f"pyfuse3-{version}"
-            for name, old, new in EDITS:
-                path = source / name
-                text = path.read_text()
-                if old not in text:
-                    raise RuntimeError(f"{name} of pyfuse3 {version} does not have the expected code")
-                path.write_text(text.replace(old, new, 1))
+            apply(source, version)
             (source / "src/pyfuse3/__init__.c").unlink(missing_ok=True)  # regenerate from the patched .pyx
             pip("install", "--no-deps", "--force-reinstall", str(source))
         except (subprocess.CalledProcessError, OSError, RuntimeError, StopIteration) as exc:
@@ -116,7 +107,7 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 0
-    print(f"patch_pyfuse3: pyfuse3 {version} rebuilt: cached listings, direct writes")
+    print(f"patch_pyfuse3: pyfuse3 {version} rebuilt: cached listings, direct writes, no hand-over per request")
     return 0
 
 

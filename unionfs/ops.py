@@ -113,6 +113,7 @@ class UnionOperations(pyfuse3.Operations):
         self._copying: dict[tuple[int, int], trio.Event] = {}  # lower files (layer, inode) being copied up
         self._cache_generation = -1
         self._nodes: dict[int, Node] = {}
+        self._written: set[int] = set()  # cached nodes whose data was written since: their size and times are stale
         self._listings: dict[int, Listing[Entry]] = {}
         if fs.upper is not None:
             fs.upper.alias = self._on_alias
@@ -166,18 +167,23 @@ class UnionOperations(pyfuse3.Operations):
             done.set()
         return True
 
-    def _node(self, nodeid: int) -> Node:
-        """The entry the kernel knows as `nodeid`, resolved again only after the upper changed."""
+    def _node(self, nodeid: int, *, attrs: bool = True) -> Node:
+        """The entry the kernel knows as `nodeid`, resolved again only after the upper changed. Writing a file's
+        data leaves its place in the tree as it was: with attrs=False, a node cached before the writes will do
+        (its size and times may be stale), for requests that need only where the entry is."""
         if self._cache_generation != self.fs.generation:
             self._nodes.clear()
+            self._written.clear()
             self._listings.clear()
             self._cache_generation = self.fs.generation
         node = self._nodes.get(nodeid)
-        if node is None:
+        if node is None or (attrs and nodeid in self._written):
             node = self.fs.resolve(self.inodes.path(nodeid))
             if len(self._nodes) >= NODE_CACHE:
                 self._nodes.clear()
+                self._written.clear()
             self._nodes[nodeid] = node
+            self._written.discard(nodeid)
         return node
 
     def _listing(self, inode: int, node: Node) -> Listing[Entry]:
@@ -314,11 +320,13 @@ class UnionOperations(pyfuse3.Operations):
     def write_fd(self, fh: int) -> int:
         """The upper file a WRITE to `fh` lands in: the patched pyfuse3 splices the data into it without
         handing it to Python (`scripts/patch_pyfuse3.py`); a stock one calls write() above."""
-        self.fs.generation += 1  # sizes and times in cached listings are stale now
-        fd = self._files[fh].fd
+        handle = self._files[fh]
+        # The file's size and times are stale now, where they are cached: its node and any listing.
+        self._written.add(handle.nodeid)
+        self._listings.clear()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("write_fd(%d,) -> %d", fh, fd)
-        return fd
+            log.debug("write_fd(%d,) -> %d", fh, handle.fd)
+        return handle.fd
 
     @translate
     async def flush(self, fh: int) -> None:
@@ -402,11 +410,11 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return self.fs.getxattr(self._node(inode), os.fsdecode(name))
+        return self.fs.getxattr(self._node(inode, attrs=False), os.fsdecode(name))
 
     @translate
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [os.fsencode(n) for n in self.fs.listxattr(self._node(inode))]
+        return [os.fsencode(n) for n in self.fs.listxattr(self._node(inode, attrs=False))]
 
     # -- writing -----------------------------------------------------------------------------------------------
 
