@@ -31,8 +31,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PATCH_LEVEL = 3  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
+PATCH_LEVEL = 4  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
 PARTS = Path(__file__).with_name("pyfuse3_patch")  # the new code, in Cython: read it there
+
+WRITE_BUF = (
+    "cdef void fuse_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec *bufv,\n"
+    "                         off_t off, fuse_file_info *fi):\n"
+)
 
 # (file, from, to, new text): the stock code from `from` through `to` (or just `from` when `to` is empty) is
 # replaced. A pyfuse3 without that code is left alone.
@@ -46,10 +51,9 @@ EDITS = [
     ),
     (
         "src/pyfuse3/handlers.pxi",
-        "    cdef _Container c = _Container()\n    c.req = req\n    c.off = off\n    c.fh = fi.fh\n"
-        "    buf = PyBytes_from_bufvec(bufv)\n",
-        "    save_retval(fuse_write_buf_async(c, buf))\n",
-        (PARTS / "write_buf.pxi").read_text(),
+        WRITE_BUF,
+        "",
+        WRITE_BUF + (PARTS / "write_buf.pxi").read_text(),  # the new path first; the stock one stays below it
     ),
     (
         "src/pyfuse3/internal.pxi",

@@ -23,8 +23,9 @@ from .union import AttrChange, Owner, UnionFS
 
 log = logging.getLogger("unionfs")
 
-#: Handlers that never change the upper: caches survive them.
-READ_ONLY = frozenset(
+#: Handlers after which cached nodes and listings still hold: they change nothing, or say themselves what they
+#: made stale (open through a copy-up, which bumps the generation; write, through write_fd).
+KEEPS_CACHES = frozenset(
     {
         "lookup",
         "forget",
@@ -32,6 +33,7 @@ READ_ONLY = frozenset(
         "readlink",
         "open",
         "read",
+        "write",
         "flush",
         "release",
         "opendir",
@@ -73,7 +75,7 @@ def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
         finally:
             ops = args[0]
             assert isinstance(ops, UnionOperations)
-            if func.__name__ not in READ_ONLY:
+            if func.__name__ not in KEEPS_CACHES:
                 ops.fs.generation += 1  # whatever it changed, cached resolutions and listings are stale
             ops.fs.end_request()
         if log.isEnabledFor(logging.DEBUG):
@@ -318,7 +320,7 @@ class UnionOperations(pyfuse3.Operations):
         return os.pwrite(self.write_fd(fh), buf, off)
 
     def write_fd(self, fh: int) -> int:
-        """The upper file a WRITE to `fh` lands in: the patched pyfuse3 splices the data into it without
+        """The upper file a WRITE to `fh` lands in: the patched pyfuse3 has libfuse write the data there without
         handing it to Python (`scripts/patch_pyfuse3.py`); a stock one calls write() above."""
         handle = self._files[fh]
         # The file's size and times are stale now, where they are cached: its node and any listing.

@@ -1,4 +1,3 @@
-    cdef _Container c
     cdef fuse_bufvec dst
     cdef ssize_t res
     cdef int fd = -1
@@ -7,7 +6,7 @@
     if write_fd is not None:
         try:
             fd = write_fd(fi.fh)
-        except BaseException:
+        except Exception:
             fd = -1  # the handler's write() answers instead
     if fd >= 0:
         dst.count = 1
@@ -26,9 +25,3 @@
         if ret != 0:
             log.error('fuse_write_buf(): fuse_reply_* failed with %s', strerror(-ret))
         return
-    c = _Container()
-    c.req = req
-    c.off = off
-    c.fh = fi.fh
-    buf = PyBytes_from_bufvec(bufv)
-    save_retval(fuse_write_buf_async(c, buf))
