@@ -1,7 +1,7 @@
 """Benchmark: unionfs against fuse-overlayfs and kernel overlayfs, on the same layers, in the same run.
 
 python bench/run.py [--quick] [--runs N] [--filesystems unionfs,fuse-overlayfs,overlay] [--workloads a,b]
-                    [--markdown OUT] [--json OUT]
+                    [--settle SECONDS] [--markdown OUT] [--json OUT]
 
 The corpus is generated here (seeded, no downloads): a rootfs-like tree in three layers, a git checkout, a copy
 of the stdlib's pure-Python modules, and a large file. Each workload runs on a fresh mount (fresh upper), cold
@@ -129,9 +129,18 @@ def mounted(kind: str, layers: list[Path], scratch: Path) -> Iterator[tuple[Path
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def drop_caches() -> None:
+# Workloads that move a whole GiB through the page cache: their cold runs wait for freed memory to settle.
+BULK = ("read-big", "write-big")
+
+
+def drop_caches(settle: float = 0.0) -> None:
+    """Start cold: empty page, dentry and inode caches. With `settle`, then wait that long for the memory just
+    freed to reach the state of memory that has been free a while. On a virtual machine that reports free pages
+    to its host, touching such memory again costs several times more than touching memory freed a moment ago
+    (see bench/NOTES.md): without the wait, a run would be cheaper the sooner it began after the run before."""
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(settle)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -181,19 +190,26 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--filesystems", default="unionfs,fuse-overlayfs,overlay")
     parser.add_argument("--workloads", default="")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        help=f"seconds to wait after dropping caches before a cold run of {' or '.join(BULK)} "
+        "(default 10, 0 with --quick)",
+    )
     parser.add_argument("--markdown")
     parser.add_argument("--json")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (kernel overlayfs and dropping caches need it)", file=sys.stderr)
         return 2
+    settle = args.settle if args.settle is not None else 0.0 if args.quick else 10.0
     layers = corpus(args.quick)
     chosen = workloads(args.quick)
     if args.workloads:
         chosen = {k: v for k, v in chosen.items() if k in args.workloads.split(",")}
     kinds = [k for k in args.filesystems.split(",") if k != "fuse-overlayfs" or shutil.which("fuse-overlayfs")]
     scratch = CACHE / "scratch"
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    results: dict[str, dict[str, float]] = {}
     stats: dict[str, float] = {}
     for name, work in chosen.items():
         for mode in ("cold", "warm"):
@@ -213,7 +229,7 @@ def main() -> int:
                             if name in ("copy-up", "create-delete", "rm-rf", "write-big"):
                                 continue  # changes its own input: a warm rerun measures something else
                         else:
-                            drop_caches()
+                            drop_caches(settle if name in BULK else 0.0)
                         before, start = cpu_seconds(pid), time.perf_counter()
                         outputs[kind] = work(mnt)
                         times[kind].append(time.perf_counter() - start)
