@@ -1,4 +1,4 @@
-"""Rebuild the installed pyfuse3 with three small patches.
+"""Rebuild the installed pyfuse3 with four small patches.
 
 1. readdir() learns the directory's inode when there is no opendir handler. pyfuse3 hands readdir() only the
    file handle opendir() returned. A filesystem that answers opendir with ENOSYS gets the kernel's readdir cache
@@ -11,7 +11,12 @@
    -1), pyfuse3 has libfuse write the data into that file at the request's offset and replies itself, as
    libfuse's passthrough examples do (libfuse splices instead of copying where its pipe can hold a whole
    request; `pyfuse3_patch/write_buf.pxi`).
-3. No hand-over between tasks for a request that is answered at once. Each stock worker, once the next request
+3. Read data goes from the file to the reply without passing through Python. pyfuse3 has the handler pread
+   each READ into a bytes object and then writes that to the kernel: two copies, and a coroutine per 128 KiB.
+   With this patch, when the Operations object has a synchronous `read_fd(fh)` that returns a file descriptor,
+   libfuse answers the READ from that file itself, splicing the data into the reply where it can
+   (`pyfuse3_patch/read_fd.pxi`), as fuse-overlayfs does.
+4. No hand-over between tasks for a request that is answered at once. Each stock worker, once the next request
    is readable, passes the right to wait for the one after to another worker before it reads its own: an extra
    trip through trio's scheduler per request, even when the handler never waits. Here a worker keeps that right while
    its handlers answer without suspending, and passes it on the moment one suspends (waiting on a thread or a
@@ -31,13 +36,19 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PATCH_LEVEL = 4  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
+PATCH_LEVEL = 5  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
 PARTS = Path(__file__).with_name("pyfuse3_patch")  # the new code, in Cython: read it there
 
 WRITE_BUF = (
     "cdef void fuse_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec *bufv,\n"
     "                         off_t off, fuse_file_info *fi):\n"
 )
+
+READ = (
+    "cdef void fuse_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,\n"
+    "                     fuse_file_info *fi):\n"
+)
+INIT = "    conn.want &= ~(<unsigned> FUSE_CAP_READDIRPLUS_AUTO)\n"
 
 # (file, from, to, new text): the stock code from `from` through `to` (or just `from` when `to` is empty) is
 # replaced. A pyfuse3 without that code is left alone.
@@ -54,6 +65,14 @@ EDITS = [
         WRITE_BUF,
         "",
         WRITE_BUF + (PARTS / "write_buf.pxi").read_text(),  # the new path first; the stock one stays below it
+    ),
+    ("src/pyfuse3/handlers.pxi", READ, "", READ + (PARTS / "read_fd.pxi").read_text()),
+    (
+        "src/pyfuse3/handlers.pxi",
+        INIT,
+        "",
+        INIT + "    if getattr(operations, 'read_fd', None) is not None and conn.capable & FUSE_CAP_SPLICE_WRITE:\n"
+        "        conn.want |= FUSE_CAP_SPLICE_WRITE  # read_fd's replies: splice the data, no copy in the daemon\n",
     ),
     (
         "src/pyfuse3/internal.pxi",
@@ -107,11 +126,11 @@ def main() -> int:
         except (subprocess.CalledProcessError, OSError, RuntimeError, StopIteration) as exc:
             print(
                 f"patch_pyfuse3: kept the stock pyfuse3 {version} ({exc}); "
-                "listings stay uncached and written data passes through Python",
+                "listings stay uncached and data passes through Python",
                 file=sys.stderr,
             )
             return 0
-    print(f"patch_pyfuse3: pyfuse3 {version} rebuilt: cached listings, direct writes, no hand-over per request")
+    print(f"patch_pyfuse3: pyfuse3 {version} rebuilt: cached listings, direct reads and writes, fewer hand-overs")
     return 0
 
 

@@ -313,7 +313,16 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(self._files[fh].fd, size, off)
+        return os.pread(self.read_fd(fh), size, off)
+
+    def read_fd(self, fh: int) -> int:
+        """The file a READ of `fh` reads from: the patched pyfuse3 has libfuse splice the data from it into the
+        reply, without a copy in the daemon (`scripts/patch_pyfuse3.py`); a stock one calls read() above. A
+        handle on a lower file follows it to the upper copy once it is copied up (`_follow_copy_ups`)."""
+        fd = self._files[fh].fd
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("read_fd(%d,) -> %d", fh, fd)
+        return fd
 
     @translate
     async def write(self, fh: int, off: int, buf: bytes) -> int:
