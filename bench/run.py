@@ -5,8 +5,8 @@ python bench/run.py [--quick] [--runs N] [--filesystems unionfs,fuse-overlayfs,o
 
 The corpus is generated here (seeded, no downloads): a rootfs-like tree in three layers, a git checkout, a copy
 of the stdlib's pure-Python modules, and a large file. Each workload runs on a fresh mount (fresh upper), cold
-(caches dropped) and warm; outputs are compared across filesystems; the median of the runs is reported with
-the ratio to fuse-overlayfs, and our daemon's CPU seconds, peak RSS and open fds. Needs root (kernel overlayfs,
+(caches dropped) and warm; outputs are compared across filesystems; the median of the runs (at least five for
+the 1 GiB read and write) is reported with the ratio to fuse-overlayfs, and our daemon's CPU seconds, peak RSS and open fds. Needs root (kernel overlayfs,
 drop_caches). Always unmounts, even on errors or Ctrl-C.
 """
 
@@ -129,8 +129,10 @@ def mounted(kind: str, layers: list[Path], scratch: Path) -> Iterator[tuple[Path
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-# Workloads that move a whole GiB through the page cache: their cold runs wait for freed memory to settle.
+# Workloads that move a whole GiB through the page cache: their cold runs wait for freed memory to settle, and
+# they run at least BULK_RUNS times, as their times swing most from run to run (see bench/NOTES.md).
 BULK = ("read-big", "write-big")
+BULK_RUNS = 5
 
 
 def drop_caches(settle: float = 0.0) -> None:
@@ -221,7 +223,8 @@ def main() -> int:
             # host has taken back) falls on each of them alike rather than on whichever ran in a bad stretch. The
             # order turns each round: what ran just before matters here (a virtual machine touches memory freed a
             # moment ago much faster than memory freed a while ago), and each filesystem should follow each other.
-            for run in range(args.runs):
+            runs = max(args.runs, BULK_RUNS) if name in BULK and not args.quick else args.runs
+            for run in range(runs):
                 for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
                     with mounted(kind, layers, scratch) as (mnt, pid):
                         if mode == "warm":
