@@ -6,8 +6,8 @@ python bench/run.py [--quick] [--runs N] [--filesystems unionfs,fuse-overlayfs,o
 The corpus is generated here (seeded, no downloads): a rootfs-like tree in three layers, a git checkout, a copy
 of the stdlib's pure-Python modules, and a large file. Each workload runs on a fresh mount (fresh upper), cold
 (caches dropped) and warm; outputs are compared across filesystems; the median of the runs (at least five for
-the 1 GiB read and write) is reported with the ratio to fuse-overlayfs, and our daemon's CPU seconds, peak RSS and open fds. Needs root (kernel overlayfs,
-drop_caches). Always unmounts, even on errors or Ctrl-C.
+the 1 GiB read and write) is reported with the ratio to fuse-overlayfs, and our daemon's CPU seconds, peak RSS
+and open fds. Needs root (kernel overlayfs, drop_caches). Always unmounts, even on errors or Ctrl-C.
 """
 
 from __future__ import annotations

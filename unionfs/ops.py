@@ -6,6 +6,7 @@ import errno
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -83,6 +84,15 @@ def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
         return result
 
     return wrapper
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    release = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return release is not None and (int(release[1]), int(release[2])) >= (major, minor)
+
+
+#: Direct I/O for write-only handles: only where the kernel invalidates cached pages of the written range.
+DIRECT_WRITES = kernel_at_least(6, 6)
 
 
 @dataclass(slots=True)
@@ -309,7 +319,7 @@ class UnionOperations(pyfuse3.Operations):
         self._files[fh] = FileHandle(inode, fd, lower)
         # Every change to a file's data passes through the kernel, which keeps its page cache up to date: the
         # cache can outlive the open for upper files as well as lower ones.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        return self._file_info(fh, flags)
 
     @translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -494,7 +504,17 @@ class UnionOperations(pyfuse3.Operations):
         fh = self._new_fh()
         attr = self._entry(node, parent_inode)
         self._files[fh] = FileHandle(attr.st_ino, fd, False)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True), attr
+        return self._file_info(fh, flags), attr
+
+    @staticmethod
+    def _file_info(fh: int, flags: int) -> pyfuse3.FileInfo:
+        """Page-cache reads and writes for every handle but a write-only one. What a write-only handle writes
+        goes straight to the daemon (direct I/O): a page-cache write would copy each page once more into the
+        mount's cache, for a handle that can neither read nor map it. Linux 6.6 and later drop the range's
+        cached pages before such a write, so other handles never read stale data; older kernels do not, and
+        there every handle writes through the page cache."""
+        direct = DIRECT_WRITES and flags & os.O_ACCMODE == os.O_WRONLY
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=direct)
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import random
 import shutil
@@ -133,6 +134,35 @@ def test_reads_of_every_size_return_what_lies_at_their_offset(mounter: Mounter, 
         assert os.pread(reader, 100, 0) == b"OTHER lower data\n"
     finally:
         os.close(reader)
+
+
+def test_what_a_write_only_handle_writes_every_other_handle_reads(m: Path) -> None:
+    # Write-only handles bypass the mount's page cache; pages other handles cached must not outlive the write.
+    reader = os.open(m / "file", os.O_RDONLY)
+    mapper = os.open(m / "file", os.O_RDONLY)
+    try:
+        assert os.pread(reader, 100, 0) == b"lower data\n"  # now in the page cache
+        mapped = mmap.mmap(mapper, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+        assert mapped[:5] == b"lower"
+        writer = os.open(m / "file", os.O_WRONLY)
+        try:
+            assert os.pwrite(writer, b"LOWER", 0) == 5
+            assert os.pread(reader, 100, 0) == b"LOWER data\n"
+            assert mapped[:5] == b"LOWER"
+        finally:
+            os.close(writer)
+        mapped.close()
+        appender = os.open(m / "file", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(appender, b"more\n")
+        finally:
+            os.close(appender)
+        assert os.fstat(reader).st_size == len(b"LOWER data\nmore\n")
+        assert os.pread(reader, 100, 0) == b"LOWER data\nmore\n"
+    finally:
+        os.close(reader)
+        os.close(mapper)
+    assert (m / "file").read_bytes() == b"LOWER data\nmore\n"
 
 
 def test_fallocate_copy_file_range_and_sync(m: Path) -> None:
