@@ -246,8 +246,8 @@ def main() -> int:
                 if times[kind]:
                     results[key][kind] = statistics.median(times[kind])
             if any(times.values()):  # progress, and the spread the medians hide
-                runs = "; ".join(f"{k} {' '.join(f'{t:.2f}' for t in v)}" for k, v in times.items() if v)
-                print(f"bench: {key}: {runs} s", file=sys.stderr, flush=True)
+                spread = "; ".join(f"{k} {' '.join(f'{t:.2f}' for t in v)}" for k, v in times.items() if v)
+                print(f"bench: {key}: {spread} s", file=sys.stderr, flush=True)
             if len(set(outputs.values())) > 1:
                 print(f"bench: {key}: outputs differ between filesystems: {outputs}", file=sys.stderr)
                 return 1

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -317,9 +318,7 @@ class UnionOperations(pyfuse3.Operations):
         fh = self._new_fh()
         lower = node.layer != 0 or node.meta_only or self.fs.upper is None
         self._files[fh] = FileHandle(inode, fd, lower)
-        # Every change to a file's data passes through the kernel, which keeps its page cache up to date: the
-        # cache can outlive the open for upper files as well as lower ones.
-        return self._file_info(fh, flags)
+        return self._file_info(fh, flags, node)
 
     @translate
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -504,17 +503,31 @@ class UnionOperations(pyfuse3.Operations):
         fh = self._new_fh()
         attr = self._entry(node, parent_inode)
         self._files[fh] = FileHandle(attr.st_ino, fd, False)
-        return self._file_info(fh, flags), attr
+        return self._file_info(fh, flags, node), attr
 
-    @staticmethod
-    def _file_info(fh: int, flags: int) -> pyfuse3.FileInfo:
-        """Page-cache reads and writes for every handle but a write-only one. What a write-only handle writes
-        goes straight to the daemon (direct I/O): a page-cache write would copy each page once more into the
-        mount's cache, for a handle that can neither read nor map it. Linux 6.6 and later drop the range's
-        cached pages before such a write, so other handles never read stale data; older kernels do not, and
-        there every handle writes through the page cache."""
-        direct = DIRECT_WRITES and flags & os.O_ACCMODE == os.O_WRONLY
+    def _file_info(self, fh: int, flags: int, node: Node) -> pyfuse3.FileInfo:
+        """Every change to a file's data passes through the kernel, which keeps its page cache up to date: the
+        cache can outlive the open for upper files as well as lower ones (keep_cache).
+
+        What a write-only handle writes goes straight to the daemon (direct I/O): a page-cache write would copy
+        each page once more into the mount's cache, for a handle that can neither read nor map it. Linux 6.6
+        and later drop the range's cached pages before such a write, so other handles never read stale data;
+        older kernels do not, and there every handle writes through the page cache. So does a handle on a file
+        whose privileges a write must strip: the kernel strips them only on the page-cache path, and on the
+        direct one leaves it to the daemon without libfuse saying when."""
+        direct = DIRECT_WRITES and flags & os.O_ACCMODE == os.O_WRONLY and not self._privileged(node)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=direct)
+
+    def _privileged(self, node: Node) -> bool:
+        """Whether `node` carries what a write strips: setuid, setgid with group execute, file capabilities."""
+        mode = node.st.st_mode
+        if mode & stat.S_ISUID or mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP:
+            return True
+        try:
+            self.fs.getxattr(node, "security.capability")
+        except OSError:
+            return False
+        return True
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -165,6 +165,35 @@ def test_what_a_write_only_handle_writes_every_other_handle_reads(m: Path) -> No
     assert (m / "file").read_bytes() == b"LOWER data\nmore\n"
 
 
+def test_a_write_through_any_handle_strips_setuid_and_capabilities(mounter: Mounter, tmp_path: Path) -> None:
+    # The kernel strips these itself only for writes through the page cache: write-only handles, which write
+    # directly, must not leave them on a file whose content changed.
+    if os.geteuid() != 0:
+        pytest.skip("needs root: another user writes, and only root sets file capabilities")
+    for d in ("lower", "up", "work"):
+        (tmp_path / d).mkdir()
+    m = mounter([tmp_path / "lower"], tmp_path / "up", tmp_path / "work", options=["allow_other"]).mountpoint
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "echo", "x"]
+    capability = (0x02000000).to_bytes(4, "little") + (1 << 13).to_bytes(4, "little") + bytes(12)  # cap_net_raw
+    for name, flags in (("write-only", os.O_WRONLY), ("read-write", os.O_RDWR)):
+        path = m / name
+        path.write_text("data\n")
+        os.chmod(path, 0o6777)
+        fd = os.open(path, flags | os.O_APPEND)
+        try:
+            # a user without CAP_FSETID writes through the handle: setuid and setgid go
+            done = subprocess.run(nobody, stdout=fd, stderr=subprocess.PIPE, text=True)
+            assert done.returncode == 0, done.stderr
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o777, name
+            # file capabilities go on any write, root's too
+            os.setxattr(path, "security.capability", capability)
+            os.write(fd, b"y\n")
+            assert "security.capability" not in os.listxattr(path), name
+        finally:
+            os.close(fd)
+        assert path.read_text() == "data\nx\ny\n"
+
+
 def test_fallocate_copy_file_range_and_sync(m: Path) -> None:
     fd = os.open(m / "big", os.O_CREAT | os.O_RDWR, 0o644)
     try:
