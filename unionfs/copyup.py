@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from .layers import Layer, Path, lstat_at, read_override
+from .layers import DIR_FLAGS, Layer, Path, lstat_at, read_override
 from .ownership import OverrideStat
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from .tree import Node, Tree
@@ -81,25 +81,90 @@ def copy_data(src_fd: int, dst_fd: int) -> None:
         os.write(dst_fd, chunk)
 
 
+def copy_and_keep_times(src_fd: int, dst_fd: int) -> None:
+    """Copy data into a file that shows it already (a metadata-only copy-up): nothing visible changes, nor may
+    its times."""
+    st = os.fstat(dst_fd)
+    copy_data(src_fd, dst_fd)
+    os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @dataclass(slots=True)
 class StagedCopy:
-    """The data of a lower file, copied into a work-dir file by `run` (in a worker thread: it touches only its
-    own two fds) while requests go on; Upper.copy_up then gives it metadata and puts it in place."""
+    """The data of a lower file, copied by `run` (in a worker thread: it touches only its own two fds) while
+    requests go on. Either into a work-dir file, which Upper.copy_up then gives metadata and puts in place; or
+    (`tmp` None) into the upper file of a metadata-only copy-up, in place, which Upper.fill_data then marks
+    whole."""
 
-    layer: int  # which lower file: lower layers do not change while mounted, so layer and inode name its data
-    ino: int
-    tmp: str
+    layer: int  # the file copied up: a lower one (layers below do not change while mounted, so layer and
+    ino: int  # inode name its data), or for a fill layer 0 and the upper inode
+    tmp: str | None
     src: int
     dst: int
     fsync: bool
 
     def run(self) -> None:
-        copy_data(self.src, self.dst)
+        if self.tmp is None:
+            copy_and_keep_times(self.src, self.dst)
+        else:
+            copy_data(self.src, self.dst)
         if self.fsync:
             os.fsync(self.dst)
 
     def matches(self, node: Node) -> bool:
-        return node.layer == self.layer and node.st.st_ino == self.ino and stat.S_ISREG(node.st.st_mode)
+        same = node.layer == self.layer and node.st.st_ino == self.ino and stat.S_ISREG(node.st.st_mode)
+        return same and (self.tmp is not None or node.meta_only)
+
+
+@dataclass(slots=True)
+class TreePlan:
+    """A merged directory to copy whole, with its merged children as they were listed: directories as plans of
+    their own, files (upper ones, whole: no metadata-only ones) as nodes."""
+
+    node: Node
+    children: list[TreePlan | Node]
+
+
+class TreePlanner:
+    """Plans the copy of merged directory `node`: its tree as it stands, listed one directory per step so that
+    the request loop can serve others in between, and the files in it to copy up before the tree is copied
+    (`first`): metadata-only files, whose data must move with them, and lower files with more than one link,
+    whose every name must keep sharing one file."""
+
+    def __init__(self, tree: Tree, node: Node) -> None:
+        self.tree = tree
+        self.plan = TreePlan(node, [])
+        self.first: list[Node] = []
+        self._todo = [self.plan]
+
+    def step(self) -> bool:
+        """List one more directory; False once the whole tree is planned."""
+        if not self._todo:
+            return False
+        plan = self._todo.pop()
+        for child in self.tree.children(plan.node):
+            if child.is_dir:
+                below = TreePlan(child, [])
+                plan.children.append(below)
+                self._todo.append(below)
+                continue
+            if child.meta_only or (child.layer != 0 and child.st.st_nlink > 1):
+                self.first.append(child)
+            plan.children.append(child)
+        return True
+
+    def run(self) -> TreePlanner:
+        while self.step():
+            pass
+        return self
+
+
+@dataclass(slots=True)
+class BuiltTree:
+    """A copy of a planned tree under the work dir (`tmp`), and what Upper.alias must hear about its entries."""
+
+    tmp: str
+    aliases: list[tuple[os.stat_result, Node]]
 
 
 class Upper:
@@ -213,11 +278,21 @@ class Upper:
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
-    def _copy_nondir(self, node: Node, dst_dir: int, dst_name: str, content: Content, filled: bool = False) -> None:
+    def _copy_nondir(
+        self,
+        node: Node,
+        dst_dir: int,
+        dst_name: str,
+        content: Content,
+        filled: bool = False,
+        src_dir: int | None = None,
+    ) -> None:
         """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name; `filled`: a regular file
         already there with all its data). `content` says what of a regular file's data: all of it, none (it is
-        about to be truncated), or none yet (metacopy)."""
-        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        about to be truncated), or none yet (metacopy). `src_dir`: an fd of the directory holding `node` in its
+        layer, where the caller has one of its own."""
+        if src_dir is None:
+            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         st = node.st
         if stat.S_ISREG(st.st_mode):
             if not filled:
@@ -267,20 +342,39 @@ class Upper:
             raise
         return StagedCopy(node.layer, node.st.st_ino, tmp, src, dst, self.fsync)
 
+    def stage_fill(self, node: Node, source: Node) -> StagedCopy:
+        """Begin filling metadata-only upper file `node` with the data of `source`, the lower file below it: in
+        place, by StagedCopy.run, then fill_data."""
+        src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
+        src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        try:
+            dst = os.open(node.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dirfd(node.path[:-1]))
+        except BaseException:
+            os.close(src)
+            raise
+        return StagedCopy(0, node.st.st_ino, None, src, dst, self.fsync)
+
     def unstage(self, staged: StagedCopy) -> None:
         """Close a staged copy's fds and remove its work-dir file unless copy_up has put it in place."""
         os.close(staged.src)
         os.close(staged.dst)
-        self.discard(staged.tmp)
+        if staged.tmp is not None:
+            self.discard(staged.tmp)
+
+    def content(self, node: Node, content: Content) -> Content:
+        """What of a regular file's data copying `node` up for `content` copies: metadata only where metacopy
+        is on and there is data to leave below, else all of it."""
+        if content == "meta" and not (self.metacopy and stat.S_ISREG(node.st.st_mode) and node.st.st_size):
+            return "full"
+        return content
 
     def copy_up(self, node: Node, content: Content = "full", staged: StagedCopy | None = None) -> None:
         """Bring `node` into the upper at its own path with its metadata and (see _copy_nondir) its data;
         `staged`: the copy of its whole data (StagedCopy.matches(node)), to use rather than copying it."""
-        if content == "meta" and not (self.metacopy and stat.S_ISREG(node.st.st_mode) and node.st.st_size):
-            content = "full"
+        content = self.content(node, content)
         if node.layer == 0:
             if node.meta_only and content != "meta":
-                self.fill_data(node, content == "full")
+                self.fill_data(node, content == "full", staged)
             return
         if node.is_dir:
             self.ensure_dir(node)
@@ -289,9 +383,10 @@ class Upper:
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
-        tmp = staged.tmp if staged is not None else self.tmpname()
+        filled = staged is not None and staged.tmp is not None
+        tmp = staged.tmp if staged is not None and staged.tmp is not None else self.tmpname()
         with self.staging(tmp):
-            self._copy_nondir(node, self.work_fd, tmp, content, filled=staged is not None)
+            self._copy_nondir(node, self.work_fd, tmp, content, filled=filled)
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:
@@ -319,24 +414,15 @@ class Upper:
                 follow_symlinks=False,
             )
 
-    def fill_data(self, node: Node, data: bool = True) -> None:
+    def fill_data(self, node: Node, data: bool = True, staged: StagedCopy | None = None) -> None:
         """Finish a metadata-only copy-up in place: the data first, the marker last, so a crash in between leaves
-        a file still read from below. In place keeps the inode, and with it every hard link to it."""
-        parent = self.tree.resolve(node.path[:-1])
-        source = self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
+        a file still read from below. In place keeps the inode, and with it every hard link to it. The data
+        copied is what the file already showed, so its times stay; `staged`: the data is in already."""
         upper_dir = self.dirfd(node.path[:-1])
         fd = os.open(node.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=upper_dir)
         try:
-            if data and source is not None:
-                src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
-                src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
-                try:
-                    copy_data(src, fd)
-                finally:
-                    os.close(src)
-            else:
-                os.ftruncate(fd, 0)
-            self._sync(fd)
+            if staged is None:
+                self._fill(node, fd, data)
             for attr in (TRUSTED_METACOPY, USER_METACOPY):
                 with contextlib.suppress(OSError):
                     os.removexattr(fd, attr)
@@ -344,46 +430,100 @@ class Upper:
             os.close(fd)
         self.alias(os.stat(node.name, dir_fd=upper_dir, follow_symlinks=False), node)
 
-    def copy_tree(self, node: Node) -> str:
-        """A full copy of the merged directory `node` under the work dir; returns its name there."""
-        tmp = self.tmpname()
-        with self.staging(tmp):
-            self._copy_dir_into(node, self.work_fd, tmp)
-        return tmp
+    def _fill(self, node: Node, fd: int, data: bool) -> None:
+        parent = self.tree.resolve(node.path[:-1])
+        source = self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
+        if not data or source is None:
+            os.ftruncate(fd, 0)
+        else:
+            src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
+            src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+            try:
+                copy_and_keep_times(src, fd)
+            finally:
+                os.close(src)
+        self._sync(fd)
 
-    def _copy_dir_into(self, node: Node, dst_dir: int, name: str) -> None:
-        os.mkdir(name, 0o700, dir_fd=dst_dir)
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
+    def copy_tree(self, node: Node) -> str:
+        """A full copy of the merged directory `node` under the work dir, made here and now; returns its name
+        there. (A rename copies trees off the request loop: TreePlanner, build_tree, adopt.)"""
+        planner = TreePlanner(self.tree, node).run()
+        if planner.first:
+            for child in planner.first:
+                current = self.tree.resolve(child.path)
+                if current is not None:
+                    self.copy_up(current)
+            planner = TreePlanner(self.tree, node).run()
+        built = self.build_tree(planner.plan)
+        self.adopt(built)
+        return built.tmp
+
+    def build_tree(self, plan: TreePlan) -> BuiltTree:
+        """Copy a planned tree under the work dir: directories and lower files anew, upper files by a second
+        link (no copy, same inode; the original name stays until the move is complete). It works only through
+        fds it opens itself, so it may run in a worker thread while requests go on, as long as none of them
+        changes the tree meanwhile (what an exclusive lease of pathlocks is for)."""
+        node = plan.node
+        tmp = self.tmpname()
+        aliases: list[tuple[os.stat_result, Node]] = []
+        with contextlib.ExitStack() as fds:
+            sources = {index: fds.enter_context(self._open_dir(index, node.path)) for index in node.layers}
+            above = fds.enter_context(self._open_dir(node.layer, node.path[:-1])) if node.path else None
+            with self.staging(tmp):
+                self._build_dir(plan, self.work_fd, tmp, sources, above, aliases)
+        return BuiltTree(tmp, aliases)
+
+    @contextlib.contextmanager
+    def _open_dir(self, index: int, path: Path) -> Iterator[int]:
+        fd = os.dup(self.tree.layers[index].root_fd)
         try:
-            for child in self.tree.children(node):
-                if child.is_dir:
-                    self._copy_dir_into(child, fd, child.name)
-                elif child.layer == 0:
-                    if child.meta_only:
-                        self.fill_data(child)  # its data must move with it
-                    # an upper file moves by a second link: no copy, same inode, the original stays until
-                    # the move is complete
-                    os.link(
-                        child.name, child.name, src_dir_fd=self.dirfd(node.path), dst_dir_fd=fd, follow_symlinks=False
-                    )
-                elif child.st.st_nlink > 1:
-                    self.copy_up(child)  # with every other name of it, then one more name here
-                    os.link(
-                        child.name,
-                        child.name,
-                        src_dir_fd=self.dirfd(child.path[:-1]),
-                        dst_dir_fd=fd,
-                        follow_symlinks=False,
-                    )
-                else:
-                    self._copy_nondir(child, fd, child.name, "full")
-                    self.alias(os.stat(child.name, dir_fd=fd, follow_symlinks=False), child)
+            for name in path:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            yield fd
         finally:
             os.close(fd)
-        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1]) if node.path else None
-        src = proc_path(src_dir, node.name) if src_dir is not None else None
-        self._set_meta(dst_dir, name, node.st, src)
-        self.alias(os.stat(name, dir_fd=dst_dir, follow_symlinks=False), node)
+
+    def _build_dir(
+        self,
+        plan: TreePlan,
+        dst_dir: int,
+        name: str,
+        sources: dict[int, int],
+        above: int | None,
+        aliases: list[tuple[os.stat_result, Node]],
+    ) -> None:
+        """Build directory `plan` at dst_dir/name: `sources` holds an fd of it in every layer it merges, `above`
+        one of the directory holding it in the layer that shows it (None for the root)."""
+        node = plan.node
+        os.mkdir(name, 0o700, dir_fd=dst_dir)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dst_dir)
+        try:
+            for child in plan.children:
+                if isinstance(child, TreePlan):
+                    with contextlib.ExitStack() as fds:
+                        below: dict[int, int] = {}
+                        for index in child.node.layers:
+                            below[index] = os.open(child.node.name, DIR_FLAGS, dir_fd=sources[index])
+                            fds.callback(os.close, below[index])
+                        self._build_dir(child, fd, child.node.name, below, sources[child.node.layer], aliases)
+                elif child.layer == 0:
+                    if child.meta_only:
+                        raise OSError(errno.EAGAIN, "a metadata-only file must be copied up before its directory")
+                    os.link(child.name, child.name, src_dir_fd=sources[0], dst_dir_fd=fd, follow_symlinks=False)
+                else:
+                    self._copy_nondir(child, fd, child.name, "full", src_dir=sources[child.layer])
+                    aliases.append((os.stat(child.name, dir_fd=fd, follow_symlinks=False), child))
+        finally:
+            os.close(fd)
+        self._set_meta(dst_dir, name, node.st, proc_path(above, node.name) if above is not None else None)
+        aliases.append((os.stat(name, dir_fd=dst_dir, follow_symlinks=False), node))
+
+    def adopt(self, built: BuiltTree) -> None:
+        """Tell Upper.alias where the entries of a built tree now live (on the request loop)."""
+        for st, node in built.aliases:
+            self.alias(st, node)
 
     # -- whiteouts and opaque markers -------------------------------------------------------------------------
 
@@ -548,7 +688,10 @@ def chardev_whiteouts_allowed(work_fd: int) -> bool:
 __all__ = [
     "OPAQUE_XATTRS",
     "THREADED_COPY_MIN",
+    "BuiltTree",
     "StagedCopy",
+    "TreePlan",
+    "TreePlanner",
     "Upper",
     "chardev_whiteouts_allowed",
     "opaque_xattr_for",

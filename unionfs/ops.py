@@ -15,13 +15,16 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from .copyup import Content, TreePlanner
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
+from .layers import Path
 from .listing import Listing
+from .pathlocks import PathLocks
 from .permissions import EXEC, READ, WRITE, allowed, may_delete
 from .syscalls import RENAME_EXCHANGE
 from .tree import Node
-from .union import AttrChange, Owner, UnionFS
+from .union import AttrChange, Owner, Trees, UnionFS
 
 log = logging.getLogger("unionfs")
 
@@ -123,7 +126,8 @@ class UnionOperations(pyfuse3.Operations):
         self.no_opendir = not check_others and getattr(pyfuse3, "READDIR_INODE_WITHOUT_OPENDIR", False)
         self._next_fh = 1
         self._copied: set[int] = set()
-        self._copying: dict[tuple[int, int], trio.Event] = {}  # lower files (layer, inode) being copied up
+        self._copying: dict[tuple[int, int], trio.Event] = {}  # files (layer, inode) being copied up
+        self.locks = PathLocks()  # what requests that yield the loop mid-way are changing
         self._cache_generation = -1
         self._nodes: dict[int, Node] = {}
         self._written: set[int] = set()  # cached nodes whose data was written since: their size and times are stale
@@ -158,16 +162,18 @@ class UnionOperations(pyfuse3.Operations):
                     os.close(handle.fd)
                     handle.fd, handle.lower = fd, False
 
-    async def _copy_up_aside(self, node: Node, locate: Callable[[], Node]) -> bool:
-        """Copy a large lower file `node` up with its data copied by a worker thread, so that other requests are
-        served meanwhile; a request for the same file waits for that copy-up instead of copying again. Small
-        files and everything else are left to the synchronous path. Returns whether it awaited: other requests
-        may then have changed the tree, and the caller must resolve again (`locate` finds the file anew)."""
+    async def _copy_up_aside(self, node: Node, locate: Callable[[], Node], content: Content = "full") -> bool:
+        """Copy a large file `node` up, for `content`, with its data copied by a worker thread (a lower file's
+        into a new upper file, a metadata-only file's in place), so that other requests are served meanwhile;
+        a request for the same file waits for that copy-up instead of copying again. Small files and
+        everything else are left to the synchronous path. Returns whether it awaited: other requests may then
+        have changed the tree, and the caller must resolve again (`locate` finds the file anew). The caller
+        holds a lease (self.locks) on the paths it changes."""
         awaited = False
         while (busy := self._copying.get(key := (node.layer, node.st.st_ino))) is not None:
             await busy.wait()
             node, awaited = locate(), True
-        staged = self.fs.stage_copy_up(node)
+        staged = self.fs.stage_copy_up(node, content)
         if staged is None:
             return awaited
         done = self._copying[key] = trio.Event()
@@ -263,6 +269,17 @@ class UnionOperations(pyfuse3.Operations):
         """Who a request's new entry belongs to, in the ids the layers store."""
         return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid))
 
+    def _leased(self, inode: int) -> tuple[Path, ...]:
+        """What a request changing `inode` leases: its path, or none for a file whose every name is gone."""
+        try:
+            return (self.inodes.path(inode),)
+        except OSError:
+            return ()
+
+    def _named(self, parent: int, name: bytes) -> Path:
+        """The path of `name` in directory `parent`, for a lease."""
+        return (*self.inodes.path(parent), os.fsdecode(name))
+
     def _child(self, parent: int, name: bytes) -> tuple[Node, str]:
         """A request's parent directory (kept across changes that do not reshape the tree) and name."""
         return self.fs.directory(self.inodes.path(parent)), os.fsdecode(name)
@@ -303,6 +320,12 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        if not flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            return await self._open(inode, flags, ctx)
+        async with self.locks.shared(*self._leased(inode)):
+            return await self._open(inode, flags, ctx)
+
+    async def _open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if self._foreign(ctx):
             access = flags & os.O_ACCMODE
@@ -440,20 +463,35 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        node = self._node(inode)
-        self._require(ctx, node, WRITE)
-        self.fs.setxattr(node, os.fsdecode(name), value)
-        self._follow_copy_ups()
+        self.fs.check_xattr_change(os.fsdecode(name), True)
+        async with self.locks.shared(*self._leased(inode)):
+            node = await self._meta_copied_up(inode, ctx)
+            self.fs.setxattr(node, os.fsdecode(name), value)
+            self._follow_copy_ups()
 
     @translate
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.fs.check_xattr_change(os.fsdecode(name), False)
+        async with self.locks.shared(*self._leased(inode)):
+            node = await self._meta_copied_up(inode, ctx)
+            self.fs.removexattr(node, os.fsdecode(name))
+            self._follow_copy_ups()
+
+    async def _meta_copied_up(self, inode: int, ctx: Any) -> Node:
+        """`inode`, checked writable for `ctx`, with a large file copied up aside where changing its metadata
+        copies its data (metacopy off)."""
         node = self._node(inode)
         self._require(ctx, node, WRITE)
-        self.fs.removexattr(node, os.fsdecode(name))
-        self._follow_copy_ups()
+        if await self._copy_up_aside(node, lambda: self._node(inode), "meta"):
+            node = self._node(inode)
+        return node
 
     @translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        async with self.locks.shared(*self._leased(inode)):
+            return await self._setattr(inode, attr, fields, fh, ctx)
+
+    async def _setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
         handle = self._files.get(fh) if fh is not None else None
         change = AttrChange(
             mode=attr.st_mode if fields.update_mode else None,
@@ -473,7 +511,8 @@ class UnionOperations(pyfuse3.Operations):
             return self._attrs(self.fs.setattr_unlinked(fd, change), inode, None)
         if self._foreign(ctx):
             self._check_setattr(ctx, node, attr, fields)
-        if change.size and await self._copy_up_aside(node, lambda: self._node(inode)):  # a truncation keeping data
+        content: Content = "meta" if change.size is None else "empty" if change.size == 0 else "full"
+        if await self._copy_up_aside(node, lambda: self._node(inode), content):
             node = self._node(inode)
         node = self.fs.setattr(node, change, own_fd)
         self._follow_copy_ups()
@@ -497,6 +536,7 @@ class UnionOperations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         fd, node = self.fs.create(parent, child, mode, flags, self._owner(ctx))
@@ -531,18 +571,21 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mkdir(parent, child, mode, self._owner(ctx)), parent_inode)
 
     @translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mknod(parent, child, mode, rdev, self._owner(ctx)), parent_inode)
 
     @translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         node = self.fs.symlink(parent, child, os.fsdecode(target), self._owner(ctx))
@@ -550,6 +593,10 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        async with self.locks.shared(*self._leased(inode), self._named(new_parent_inode, new_name)):
+            return await self._link(inode, new_parent_inode, new_name, ctx)
+
+    async def _link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(new_parent_inode, new_name)
         self._require(ctx, parent, WRITE | EXEC)
         node = self._node(inode)
@@ -562,6 +609,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)
@@ -573,6 +621,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)
@@ -582,6 +631,25 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def rename(
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
+    ) -> None:
+        names = (self._named(parent_inode_old, name_old), self._named(parent_inode_new, name_new))
+        old_parent, old = self._child(parent_inode_old, name_old)
+        new_parent, new = self._child(parent_inode_new, name_new)
+        # Moving a merged or lower directory copies its tree, off the request loop: nothing at, in or above
+        # either name may change meanwhile, while requests elsewhere go on.
+        copies = bool(self.fs.trees_to_copy(old_parent, old, new_parent, new, flags))
+        async with (self.locks.exclusive if copies else self.locks.shared)(*names):
+            await self._rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx, copies)
+
+    async def _rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: Any,
+        exclusive: bool,
     ) -> None:
         old_parent, old = self._child(parent_inode_old, name_old)
         src = self.fs.lookup(old_parent, old)
@@ -600,7 +668,17 @@ class UnionOperations(pyfuse3.Operations):
             self._require_delete(ctx, new_parent, dst)
         else:
             self._require(ctx, new_parent, WRITE | EXEC)
-        self.fs.rename(old_parent, old, new_parent, new, flags)
+        built: Trees = {}
+        if exclusive:  # (without the exclusive lease, a tree to copy is copied here and now)
+            built = await self._build_trees(old_parent, old, new_parent, new, flags)
+            try:
+                old_parent, old = self._child(parent_inode_old, name_old)
+                new_parent, new = self._child(parent_inode_new, name_new)
+            except BaseException:
+                for made in built.values():
+                    self.fs.discard_tree(made)
+                raise
+        self.fs.rename(old_parent, old, new_parent, new, flags, built)  # (which removes what it leaves unused)
         if flags & RENAME_EXCHANGE:
             if dst_id != src_id:  # (dst exists: the exchange needed it)
                 self.inodes.moved(dst_id, parent_inode_old, old, (parent_inode_new, new))
@@ -614,6 +692,40 @@ class UnionOperations(pyfuse3.Operations):
                 self.inodes.name_gone(dst_id, parent_inode_new, new)
         self.inodes.moved(src_id, parent_inode_new, new, (parent_inode_old, old))
         self._follow_copy_ups()
+
+    async def _build_trees(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> Trees:
+        """Copies of the directory trees this rename moves, built by a worker thread under the work dir. Files
+        that must be copied up first (see TreePlanner) are, large ones aside too."""
+        built: Trees = {}
+        try:
+            for tree in self.fs.trees_to_copy(old_parent, old, new_parent, new, flags):
+                planner = await self._planned(tree)
+                while planner.first:
+                    for child in planner.first:
+                        await self._copy_up_path(child.path)
+                    planner = await self._planned(self.fs.resolve(tree.path))
+                built[tree.path] = await trio.to_thread.run_sync(self.fs.build_tree, planner.plan)
+        except BaseException:
+            for made in built.values():
+                self.fs.discard_tree(made)
+            raise
+        return built
+
+    async def _planned(self, tree: Node) -> TreePlanner:
+        """The plan of a tree's copy, listed a directory at a time with other requests served in between."""
+        planner = self.fs.tree_planner(tree)
+        while planner.step():
+            await trio.lowlevel.checkpoint()
+        return planner
+
+    async def _copy_up_path(self, path: Path) -> None:
+        """Copy up the file at `path` whole: a large one's data aside, as _copy_up_aside does."""
+
+        def locate() -> Node:
+            return self.fs.resolve(path)
+
+        await self._copy_up_aside(locate(), locate)
+        self.fs.copy_up(locate())  # whatever is left: a small file, a link, a device; or nothing
 
 
 __all__ = ["ROOT_INODE", "UnionOperations"]

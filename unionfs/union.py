@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .copyup import THREADED_COPY_MIN, Content, StagedCopy, Upper, proc_path
+from .copyup import THREADED_COPY_MIN, BuiltTree, Content, StagedCopy, TreePlan, TreePlanner, Upper, proc_path
 from .errors import UnionError
 from .layers import Path
 from .ownership import replace_stat
@@ -23,6 +23,8 @@ from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
 NAME_MAX = 255
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 PASS_FLAGS = os.O_ACCMODE | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOATIME | os.O_TRUNC
+#: copies of merged directories built ahead of a rename, by the path of the directory copied
+Trees = dict[Path, BuiltTree]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +174,27 @@ class UnionFS:
         self._writer().copy_up(node, content)
         return self.resolve(node.path)
 
-    def stage_copy_up(self, node: Node) -> StagedCopy | None:
-        """For a large lower file about to be copied up whole: its copy-up begun, for its data to be copied
-        off the request loop (StagedCopy.run) and then finished by copy_up_staged. None for anything else."""
+    def copy_up(self, node: Node) -> Node:
+        """Bring `node` into the upper whole, here and now; returns it as it now is."""
+        return self._copy_up(node)
+
+    def stage_copy_up(self, node: Node, content: Content = "full") -> StagedCopy | None:
+        """For a large file about to be copied up with its data (`content` as for _copy_up): its copy-up begun,
+        for the data to be copied off the request loop (StagedCopy.run) and then finished by copy_up_staged.
+        A lower file's data goes to a new file; a metadata-only upper file is filled in place. None for
+        anything else."""
+        upper = self.upper
         if (
-            self.upper is None
-            or node.layer == 0
+            upper is None
             or not stat.S_ISREG(node.st.st_mode)
             or node.st.st_size < THREADED_COPY_MIN
+            or upper.content(node, content) != "full"
         ):
             return None
-        return self.upper.stage(node)
+        if node.layer != 0:
+            return upper.stage(node)
+        source = self._data_node(node)
+        return upper.stage_fill(node, source) if source is not node else None
 
     def copy_up_staged(self, node: Node, staged: StagedCopy) -> None:
         """Copy `node` up with the data `staged` holds, if it is still the file staged: `node` is resolved
@@ -339,19 +351,51 @@ class UnionFS:
         elif whiteout:
             upper.make_whiteout(parent_fd, name)
 
-    def rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
+    def rename(
+        self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int, built: Trees | None = None
+    ) -> None:
+        """Rename, exchange (RENAME_EXCHANGE) or move without replacing (RENAME_NOREPLACE). `built`: copies of
+        the trees trees_to_copy named, made beforehand (build_tree); whatever of them goes unused is removed."""
+        built = dict(built or {})
         try:
-            self._rename(old_parent, old, new_parent, new, flags)
+            self._rename(old_parent, old, new_parent, new, flags, built)
         finally:
             self.tree.reshaped()
+            for made in built.values():
+                self.discard_tree(made)
 
-    def _rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> None:
-        upper = self._writer()
-        if flags & RENAME_EXCHANGE:
-            self._exchange(old_parent, old, new_parent, new)
-            return
+    def trees_to_copy(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> list[Node]:
+        """The merged or lower directories this rename would copy whole, to copy beforehand: none when it
+        would fail, or moves only upper directories and files."""
+        try:
+            src = self.lookup(old_parent, old)
+            if flags & RENAME_EXCHANGE:
+                nodes = [src, self.lookup(new_parent, new)]
+            else:
+                self._check_move(src, new_parent, new, flags)
+                nodes = [src]
+        except OSError:
+            return []
+        return [node for node in nodes if node.is_dir and node.layers != (0,)]
+
+    def tree_planner(self, node: Node) -> TreePlanner:
+        """What copying merged directory `node` takes, planned step by step (see TreePlanner)."""
+        if self.upper is None:
+            raise UnionError(errno.EROFS)
+        return TreePlanner(self.tree, node)
+
+    def build_tree(self, plan: TreePlan) -> BuiltTree:
+        """Copy a planned tree under the work dir, in a worker thread if need be (see Upper.build_tree)."""
+        assert self.upper is not None  # (a planner needs one)
+        return self.upper.build_tree(plan)
+
+    def discard_tree(self, built: BuiltTree) -> None:
+        assert self.upper is not None
+        self.upper.discard(built.tmp)
+
+    def _check_move(self, src: Node, new_parent: Node, new: str, flags: int) -> Node | None:
+        """The errors a plain rename of `src` to new_parent/new gives; returns what it would replace."""
         check_name(new)
-        src = self.lookup(old_parent, old)
         if not new_parent.is_dir:
             raise UnionError(errno.ENOTDIR)
         dst = self.tree.lookup(new_parent, new)
@@ -364,22 +408,31 @@ class UnionFS:
                 raise UnionError(errno.EISDIR)
             if dst.is_dir and not self.tree.is_empty(dst):
                 raise UnionError(errno.ENOTEMPTY)
-            if not src.is_dir and (src.layer, src.st.st_ino, src.st.st_dev) == (
-                dst.layer,
-                dst.st.st_ino,
-                dst.st.st_dev,
-            ):
-                return  # two names of one file: POSIX says do nothing
+        return dst
+
+    def _rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int, built: Trees) -> None:
+        upper = self._writer()
+        if flags & RENAME_EXCHANGE:
+            self._exchange(old_parent, old, new_parent, new, built)
+            return
+        src = self.lookup(old_parent, old)
+        dst = self._check_move(src, new_parent, new, flags)
+        if (
+            dst is not None
+            and not src.is_dir
+            and (src.layer, src.st.st_ino, src.st.st_dev) == (dst.layer, dst.st.st_ino, dst.st.st_dev)
+        ):
+            return  # two names of one file: POSIX says do nothing
         src_whiteout = self.tree.lower_has(old_parent, old)
         if src.is_dir:
-            self._rename_dir(src, old_parent, new_parent, new, src_whiteout)
+            self._rename_dir(src, old_parent, new_parent, new, src_whiteout, built)
             return
         src = self._copy_up(src)
         new_fd = upper.ensure_dir(new_parent)
         old_fd = upper.ensure_dir(self.resolve(old_parent.path))
         upper.move(old_fd, old, new_fd, new, False, src_whiteout)
 
-    def _exchange(self, old_parent: Node, old: str, new_parent: Node, new: str) -> None:
+    def _exchange(self, old_parent: Node, old: str, new_parent: Node, new: str, built: Trees) -> None:
         """Swap two names atomically (renameat2 RENAME_EXCHANGE): both entries are first made whole upper
         entries that show the same content at either name, then the upper swaps them in one step."""
         upper = self._writer()
@@ -387,15 +440,15 @@ class UnionFS:
         self.lookup(new_parent, new)
         if (old_parent.path, old) == (new_parent.path, new):
             return
-        self._standalone(old_parent, src, self.tree.lower_has(new_parent, new))
+        self._standalone(old_parent, src, self.tree.lower_has(new_parent, new), built)
         dst = self.resolve((*new_parent.path, new))  # the first step may have copied it up (a hard link)
-        self._standalone(self.resolve(new_parent.path), dst, self.tree.lower_has(old_parent, old))
+        self._standalone(self.resolve(new_parent.path), dst, self.tree.lower_has(old_parent, old), built)
         old_fd = upper.ensure_dir(self.resolve(old_parent.path))
         new_fd = upper.ensure_dir(self.resolve(new_parent.path))
         renameat2(old_fd, old, new_fd, new, RENAME_EXCHANGE)
         upper.layer.flush()
 
-    def _standalone(self, parent: Node, node: Node, opaque: bool) -> None:
+    def _standalone(self, parent: Node, node: Node, opaque: bool, built: Trees) -> None:
         """Make `node` an upper entry whose view does not depend on the layers below its name, so it can move
         to another name; `opaque` when the layers below that other name have a directory to hide."""
         upper = self._writer()
@@ -407,7 +460,7 @@ class UnionFS:
             if opaque:
                 upper.make_opaque(parent_fd, node.name)
             return
-        tmp = upper.copy_tree(node)  # as for a rename: the merged content, whole, then opaque
+        tmp = self._tree_copy(node, built)  # as for a rename: the merged content, whole, then opaque
         try:
             upper.make_opaque(upper.work_fd, tmp)
             upper.place_new(tmp, parent_fd, node.name, True)
@@ -415,7 +468,18 @@ class UnionFS:
             upper.discard(tmp)
             raise
 
-    def _rename_dir(self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool) -> None:
+    def _tree_copy(self, node: Node, built: Trees) -> str:
+        """The work-dir name of a whole copy of merged directory `node`: one built beforehand, or made now."""
+        upper = self._writer()
+        made = built.pop(node.path, None)
+        if made is None:
+            return upper.copy_tree(node)
+        upper.adopt(made)
+        return made.tmp
+
+    def _rename_dir(
+        self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool, built: Trees
+    ) -> None:
         """Move a directory, merged or not, with no EXDEV: a merged or lower directory is first copied whole
         into the work dir (upper files by hard link), so the move itself is one rename."""
         upper = self._writer()
@@ -429,7 +493,7 @@ class UnionFS:
             return
         # A merged or lower directory: its whole merged content, copied into the work dir (upper files by hard
         # link), first takes the old name (the same content: still the old state), then moves in one step.
-        tmp = upper.copy_tree(src)
+        tmp = self._tree_copy(src, built)
         try:
             upper.make_opaque(upper.work_fd, tmp)  # at the old name it stands over the lower directory
             upper.place_new(tmp, old_fd, src.name, True)
@@ -489,14 +553,19 @@ class UnionFS:
         )
         self._writer().set_owner_mode(self._dirfd(node), node.name, effective)
 
-    def setxattr(self, node: Node, name: str, value: bytes) -> None:
-        if is_internal_xattr(name):
+    def check_xattr_change(self, name: str, setting: bool) -> None:
+        """Refuse to set or remove an xattr the union filesystem keeps for itself, before anything is copied."""
+        if is_internal_xattr(name) and setting:
             raise UnionError(errno.EPERM, f"{name} belongs to the union filesystem")
+        if is_internal_xattr(name):
+            raise UnionError(errno.ENODATA)  # (it does not show, so there is nothing to remove)
+
+    def setxattr(self, node: Node, name: str, value: bytes) -> None:
+        self.check_xattr_change(name, True)
         node = self._copy_up(node, "meta")
         os.setxattr(self.location(node), name, value, follow_symlinks=False)
 
     def removexattr(self, node: Node, name: str) -> None:
-        if is_internal_xattr(name):
-            raise UnionError(errno.ENODATA)
+        self.check_xattr_change(name, False)
         node = self._copy_up(node, "meta")
         os.removexattr(self.location(node), name, follow_symlinks=False)

@@ -1,9 +1,9 @@
 """A read-only FUSE filesystem with one file, `big`, whose reads wait until the test opens a gate.
 
 Used as a lower layer, it holds a copy-up of `big` in the middle of copying data for as long as a test needs,
-so the test can see what other requests do meanwhile. Run as `python -m tests.fs.gatefs MOUNTPOINT SIZE STATE`:
-reads of `big` wait until STATE/open exists; STATE/reading appears when the first read waits; STATE/served
-holds the number of bytes read so far.
+so the test can see what other requests do meanwhile. Run as `python -m tests.fs.gatefs MOUNTPOINT SIZE STATE
+[DIR]`: reads of `big` wait until STATE/open exists; STATE/reading appears when the first read waits; STATE/served
+holds the number of bytes read so far. With DIR, `big` lies in a directory of that name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pyfuse3
 import trio
 
 NAME = b"big"
-FILE_INODE = pyfuse3.ROOT_INODE + 1
+DIR_INODE = pyfuse3.ROOT_INODE + 1
+FILE_INODE = pyfuse3.ROOT_INODE + 2
 
 
 def content(size: int) -> bytes:
@@ -29,8 +30,10 @@ def content(size: int) -> bytes:
 
 
 class GateFS(pyfuse3.Operations):
-    def __init__(self, size: int, state: Path) -> None:
+    def __init__(self, size: int, state: Path, directory: bytes | None = None) -> None:
         super().__init__()
+        self.directory = directory
+        self.home = DIR_INODE if directory is not None else pyfuse3.ROOT_INODE  # where `big` lies
         self.state = state
         self.data = content(size)
         self.served = 0
@@ -38,7 +41,7 @@ class GateFS(pyfuse3.Operations):
     def _attrs(self, inode: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode
-        if inode == pyfuse3.ROOT_INODE:
+        if inode in (pyfuse3.ROOT_INODE, DIR_INODE):
             attr.st_mode = stat.S_IFDIR | 0o755
             attr.st_nlink = 2
         else:
@@ -51,7 +54,9 @@ class GateFS(pyfuse3.Operations):
         return attr
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        if parent_inode != pyfuse3.ROOT_INODE or name != NAME:
+        if parent_inode == pyfuse3.ROOT_INODE and self.directory is not None and name == self.directory:
+            return self._attrs(DIR_INODE)
+        if parent_inode != self.home or name != NAME:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return self._attrs(FILE_INODE)
 
@@ -63,7 +68,10 @@ class GateFS(pyfuse3.Operations):
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         if start_id == 0:
-            pyfuse3.readdir_reply(token, NAME, self._attrs(FILE_INODE), 1)
+            if fh == self.home:
+                pyfuse3.readdir_reply(token, NAME, self._attrs(FILE_INODE), 1)
+            elif self.directory is not None:
+                pyfuse3.readdir_reply(token, self.directory, self._attrs(DIR_INODE), 1)
 
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY:
@@ -90,7 +98,8 @@ class GateFS(pyfuse3.Operations):
 
 def main() -> None:
     mountpoint, size, state = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    pyfuse3.init(GateFS(size, state), mountpoint, {"fsname=gatefs", "ro"})
+    directory = os.fsencode(sys.argv[4]) if len(sys.argv) > 4 else None
+    pyfuse3.init(GateFS(size, state, directory), mountpoint, {"fsname=gatefs", "ro"})
     (state / "mounted").touch()
     try:
         trio.run(pyfuse3.main)
