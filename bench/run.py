@@ -85,12 +85,13 @@ def corpus(quick: bool) -> list[Path]:
 
 
 @contextlib.contextmanager
-def mounted(kind: str, layers: list[Path], scratch: Path) -> Iterator[tuple[Path, int | None]]:
+def mounted(kind: str, layers: list[Path], scratch: Path, extra: str = "") -> Iterator[tuple[Path, int | None]]:
+    """`layers` (top first) mounted by `kind` with a fresh upper under `scratch`; `extra`: more options."""
     for name in ("up", "work", "mnt"):
         shutil.rmtree(scratch / name, ignore_errors=True)
         (scratch / name).mkdir(parents=True)
     up, work, mnt = scratch / "up", scratch / "work", scratch / "mnt"
-    options = f"lowerdir={':'.join(map(str, layers))},upperdir={up},workdir={work}"
+    options = f"lowerdir={':'.join(map(str, layers))},upperdir={up},workdir={work}" + extra
     pid = None
     if kind == "unionfs":
         subprocess.run(
