@@ -321,11 +321,16 @@ class UnionOperations(pyfuse3.Operations):
     @translate
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if not flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
-            return await self._open(inode, flags, ctx)
+            return self._open_reading(inode, flags, ctx)
         async with self.locks.shared(*self._leased(inode)):
-            return await self._open(inode, flags, ctx)
+            return await self._open_writing(inode, flags, ctx)
 
-    async def _open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    def _open_reading(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        node = self._node(inode)
+        self._require(ctx, node, READ)
+        return self._opened(inode, flags, node)
+
+    async def _open_writing(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if self._foreign(ctx):
             access = flags & os.O_ACCMODE
@@ -333,9 +338,14 @@ class UnionOperations(pyfuse3.Operations):
                 WRITE if access != os.O_RDONLY or flags & os.O_TRUNC else 0
             )
             self._require(ctx, node, mask)
-        writing = flags & (os.O_WRONLY | os.O_RDWR) and not flags & os.O_TRUNC
-        if writing and await self._copy_up_aside(node, lambda: self._node(inode)):
+        # A truncating open copies no data, but waits for a copy of the file under way: a metacopy fill writes in
+        # place, and would write the old data over what comes after.
+        content: Content = "empty" if flags & os.O_TRUNC else "full"
+        if await self._copy_up_aside(node, lambda: self._node(inode), content):
             node = self._node(inode)
+        return self._opened(inode, flags, node)
+
+    def _opened(self, inode: int, flags: int, node: Node) -> pyfuse3.FileInfo:
         fd, node = self.fs.open(node, flags)
         self._follow_copy_ups()
         fh = self._new_fh()

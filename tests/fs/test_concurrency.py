@@ -248,6 +248,25 @@ def test_a_metacopy_file_is_filled_in_place_while_other_requests_go_on(mounter: 
         assert os.stat(m / "big").st_mtime_ns > mtime  # (the appends', not the fill's)
 
 
+def test_a_truncating_open_waits_for_a_fill_under_way(mounter: Mounter, tmp_path: Path) -> None:
+    """A fill writes into the upper file in place: whatever else changes that file waits for it, or the fill
+    would write the old data over what came after."""
+    with over_a_gate(mounter, tmp_path, options=["metacopy=on"]) as (gate, m):
+        os.chmod(m / "big", 0o640)
+        shortener = in_thread(lambda: os.truncate(m / "big", SIZE - 1))  # keeps data: fills it first
+        gate.wait_reading()
+        truncator = in_thread(lambda: (m / "big").write_bytes(b"new"))  # O_TRUNC: no data of its own to copy
+        time.sleep(0.2)
+        gate.open()
+        for thread in (shortener, truncator):
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+        data = (m / "big").read_bytes()
+        # "new", and the shortening may have come after it: zeros up to its size; never the old data
+        assert data[:3] == b"new" and data[3:] == bytes(len(data) - 3), data[:16]
+        assert (tmp_path / "upper" / "big").read_bytes() == data
+
+
 @pytest.mark.parametrize("change", ["chmod", "utime", "setxattr"])
 def test_a_metadata_change_that_copies_data_copies_it_aside(mounter: Mounter, tmp_path: Path, change: str) -> None:
     with over_a_gate(mounter, tmp_path) as (gate, m):  # no metacopy: a chmod copies the file's data up
