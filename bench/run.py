@@ -6,8 +6,9 @@ python bench/run.py [--quick] [--runs N] [--filesystems unionfs,fuse-overlayfs,o
 The corpus is generated here (seeded, no downloads): a rootfs-like tree in three layers, a git checkout, a copy
 of the stdlib's pure-Python modules, and a large file. Each workload runs on a fresh mount (fresh upper), cold
 (caches dropped) and warm; outputs are compared across filesystems; the median of the runs (at least five for
-the 1 GiB read and write) is reported with the ratio to fuse-overlayfs, and our daemon's CPU seconds, peak RSS
-and open fds. Needs root (kernel overlayfs, drop_caches). Always unmounts, even on errors or Ctrl-C.
+the 1 GiB read and write and for every warm pass) is reported with the ratio to fuse-overlayfs, and our daemon's
+CPU seconds, peak RSS and open fds. Needs root (kernel overlayfs, drop_caches). Always unmounts, even on errors
+or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ def mounted(kind: str, layers: list[Path], scratch: Path, extra: str = "") -> It
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-# Workloads that move a whole GiB through the page cache: their cold runs wait for freed memory to settle, and
-# they run at least BULK_RUNS times, as their times swing most from run to run (see bench/NOTES.md).
+# Workloads that move a whole GiB through the page cache: their cold runs wait for freed memory to settle (see
+# bench/NOTES.md).
 BULK = ("read-big", "write-big")
-BULK_RUNS = 5
+# The measurements that swing most from run to run get at least STEADY_RUNS: the 1 GiB ones, and the warm passes,
+# most of which take well under a second, so that any noise on the machine moves their medians.
+STEADY_RUNS = 5
 
 
 def drop_caches(settle: float = 0.0) -> None:
@@ -224,7 +227,8 @@ def main() -> int:
             # host has taken back) falls on each of them alike rather than on whichever ran in a bad stretch. The
             # order turns each round: what ran just before matters here (a virtual machine touches memory freed a
             # moment ago much faster than memory freed a while ago), and each filesystem should follow each other.
-            runs = max(args.runs, BULK_RUNS) if name in BULK and not args.quick else args.runs
+            steady = (name in BULK or mode == "warm") and not args.quick
+            runs = max(args.runs, STEADY_RUNS) if steady else args.runs
             for run in range(runs):
                 for kind in kinds[run % len(kinds) :] + kinds[: run % len(kinds)]:
                     with mounted(kind, layers, scratch) as (mnt, pid):
