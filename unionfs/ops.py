@@ -546,7 +546,8 @@ class UnionOperations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         fd, node = self.fs.create(parent, child, mode, flags, self._owner(ctx))
@@ -581,21 +582,24 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mkdir(parent, child, mode, self._owner(ctx)), parent_inode)
 
     @translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mknod(parent, child, mode, rdev, self._owner(ctx)), parent_inode)
 
     @translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         node = self.fs.symlink(parent, child, os.fsdecode(target), self._owner(ctx))
@@ -619,7 +623,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)
@@ -631,7 +636,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        await self.locks.settle(self._named(parent_inode, name))  # then it changes them without yielding
+        if self.locks.contended:  # then it changes them without yielding
+            await self.locks.settle(self._named(parent_inode, name))
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)
@@ -645,11 +651,19 @@ class UnionOperations(pyfuse3.Operations):
         names = (self._named(parent_inode_old, name_old), self._named(parent_inode_new, name_new))
         old_parent, old = self._child(parent_inode_old, name_old)
         new_parent, new = self._child(parent_inode_new, name_new)
-        # Moving a merged or lower directory copies its tree, off the request loop: nothing at, in or above
-        # either name may change meanwhile, while requests elsewhere go on.
-        copies = bool(self.fs.trees_to_copy(old_parent, old, new_parent, new, flags))
-        async with (self.locks.exclusive if copies else self.locks.shared)(*names):
-            await self._rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx, copies)
+        # A directory moves once the changes under way inside it are done, and a merged or lower one copies its
+        # tree off the request loop: nothing at, in or above either name changes meanwhile; elsewhere, requests
+        # go on.
+        moved = [self.fs.tree.lookup(old_parent, old)]
+        if flags & RENAME_EXCHANGE:
+            moved.append(self.fs.tree.lookup(new_parent, new))
+        directory = any(node is not None and node.is_dir for node in moved)
+        if not directory:
+            async with self.locks.shared(*names):
+                await self._rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx, False)
+            return
+        async with self.locks.exclusive(*names):
+            await self._rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx, True)
 
     async def _rename(
         self,
@@ -679,7 +693,7 @@ class UnionOperations(pyfuse3.Operations):
         else:
             self._require(ctx, new_parent, WRITE | EXEC)
         built: Trees = {}
-        if exclusive:  # (without the exclusive lease, a tree to copy is copied here and now)
+        if exclusive:  # a directory: the trees it takes are copied aside (else here and now, should any appear)
             built = await self._build_trees(old_parent, old, new_parent, new, flags)
             try:
                 old_parent, old = self._child(parent_inode_old, name_old)
