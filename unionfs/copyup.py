@@ -307,13 +307,24 @@ class Upper:
         if content == "meta" and stat.S_ISREG(st.st_mode):
             os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
 
+    def open_data(self, node: Node, src_dir: int | None = None) -> int:
+        """A read-only fd of regular file `node` in its layer (`src_dir`: the caller's fd of its directory)."""
+        if src_dir is None:
+            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+
+    def source_below(self, node: Node) -> Node | None:
+        """The file below an upper file `node` in the merged view: where a metadata-only copy-up's data lies."""
+        parent = self.tree.resolve(node.path[:-1])
+        return self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
+
     def _copy_regular(self, node: Node, src_dir: int, dst_dir: int, dst_name: str, content: Content) -> None:
         fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
         try:
             if content == "meta":
                 os.ftruncate(fd, node.st.st_size)
             elif content == "full":
-                src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+                src = self.open_data(node, src_dir)
                 try:
                     copy_data(src, fd)
                 finally:
@@ -332,8 +343,7 @@ class Upper:
 
     def stage(self, node: Node) -> StagedCopy:
         """Begin copying up lower regular file `node`: its data is copied by StagedCopy.run, then copy_up."""
-        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
-        src = os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        src = self.open_data(node)
         tmp = self.tmpname()
         try:
             dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self.work_fd)
@@ -345,8 +355,7 @@ class Upper:
     def stage_fill(self, node: Node, source: Node) -> StagedCopy:
         """Begin filling metadata-only upper file `node` with the data of `source`, the lower file below it: in
         place, by StagedCopy.run, then fill_data."""
-        src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
-        src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        src = self.open_data(source)
         try:
             dst = os.open(node.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dirfd(node.path[:-1]))
         except BaseException:
@@ -431,13 +440,11 @@ class Upper:
         self.alias(os.stat(node.name, dir_fd=upper_dir, follow_symlinks=False), node)
 
     def _fill(self, node: Node, fd: int, data: bool) -> None:
-        parent = self.tree.resolve(node.path[:-1])
-        source = self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
-        if not data or source is None:
+        source = self.source_below(node) if data else None
+        if source is None:
             os.ftruncate(fd, 0)
         else:
-            src_dir = self.tree.layers[source.layer].dirfd(source.path[:-1])
-            src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+            src = self.open_data(source)
             try:
                 copy_and_keep_times(src, fd)
             finally:

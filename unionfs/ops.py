@@ -276,6 +276,12 @@ class UnionOperations(pyfuse3.Operations):
         except OSError:
             return ()
 
+    async def _settle(self, parent: int, name: bytes) -> None:
+        """For a request that changes `name` in `parent` without yielding the loop: wait until no exclusive lease
+        covers it (see pathlocks)."""
+        if self.locks.contended:
+            await self.locks.settle(self._named(parent, name))
+
     def _named(self, parent: int, name: bytes) -> Path:
         """The path of `name` in directory `parent`, for a lease."""
         return (*self.inodes.path(parent), os.fsdecode(name))
@@ -546,8 +552,7 @@ class UnionOperations(pyfuse3.Operations):
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         fd, node = self.fs.create(parent, child, mode, flags, self._owner(ctx))
@@ -582,24 +587,21 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mkdir(parent, child, mode, self._owner(ctx)), parent_inode)
 
     @translate
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         return self._entry(self.fs.mknod(parent, child, mode, rdev, self._owner(ctx)), parent_inode)
 
     @translate
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         self._require(ctx, parent, WRITE | EXEC)
         node = self.fs.symlink(parent, child, os.fsdecode(target), self._owner(ctx))
@@ -623,8 +625,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)
@@ -636,8 +637,7 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        if self.locks.contended:  # then it changes them without yielding
-            await self.locks.settle(self._named(parent_inode, name))
+        await self._settle(parent_inode, name)
         parent, child = self._child(parent_inode, name)
         node = self.fs.lookup(parent, child)
         self._require_delete(ctx, parent, node)

@@ -131,10 +131,9 @@ class UnionFS:
 
     def _data_node(self, node: Node) -> Node:
         """Where a file's data lives: itself, or for a metadata-only copy-up the lower file below it."""
-        if not node.meta_only:
+        if not node.meta_only or self.upper is None:
             return node
-        parent = self.resolve(node.path[:-1])
-        return self.tree.lookup(parent, node.name, below_upper=True) or node
+        return self.upper.source_below(node) or node
 
     def reopen_from_upper(self, node: Node, flags: int) -> int | None:
         """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""
