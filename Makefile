@@ -1,14 +1,21 @@
 # The same commands the README and CI use. `make demo` and `make test` install what they need first.
-PYTHON ?= python3
+# Debian's own python3, whatever else is first on PATH (pyenv, conda): that is what a Debian user has.
+# `make PYTHON=/path/to/python3` picks another on purpose.
+PYTHON := $(or $(wildcard /usr/bin/python3),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages: FUSE and pyfuse3's build needs; peers and oracles the tests and benchmarks compare with.
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr fuse-overlayfs \
-	busybox-static bubblewrap uidmap skopeo umoci docker-registry apache2-utils buildah crun hyperfine
+	busybox-static bubblewrap uidmap skopeo umoci docker-registry apache2-utils buildah crun hyperfine file
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# where `make install` puts the commands: on root's PATH, or on an ordinary user's in a new login shell
+BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
+# wait for another apt or dpkg (unattended-upgrades, say) instead of failing at once
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3
 PYTEST_ARGS ?=
+say = @echo "install [$$(date +%T)]: $(1)"
 
-.PHONY: all deps install test test-fast lint fuzz bench demo clean
+.PHONY: all deps install test test-fast lint fuzz bench demo check-fresh clean
 # minutes per fuzzer: two fuzzers, 30 minutes in all
 FUZZ_MINUTES ?= 15
 
@@ -18,19 +25,25 @@ deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:" $$missing; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		echo "install [$$(date +%T)]: Debian packages:" $$missing; \
+		$(APT) update -qq && $(APT) install -y -qq --no-install-recommends $$missing >/dev/null || { \
+			echo "install: apt-get could not install the packages above: see its message, fix it and run make again" >&2; \
+			exit 1; }; \
 	fi
 
 $(BIN)/.installed: pyproject.toml scripts/patch_pyfuse3.py $(wildcard scripts/pyfuse3_patch/*.pxi)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python scripts/patch_pyfuse3.py
-	touch $@
+	$(call say,a virtual environment in $(VENV) with $(PYTHON) ($(shell $(PYTHON) -V 2>&1)))
+	@$(PYTHON) -m venv --clear $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	$(call say,pyfuse3 from source with the project's patches (about a minute))
+	@$(BIN)/python scripts/patch_pyfuse3.py
+	$(call say,the project and its tools (pytest, ruff, mypy))
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
 
 install: deps $(BIN)/.installed
+	@mkdir -p $(BINDIR) && for c in imagebuild unionfs; do ln -sfn $(abspath $(BIN))/$$c $(BINDIR)/$$c; done
+	$(call say,done: imagebuild and unionfs are in $(BINDIR)$(if $(findstring :$(BINDIR):,:$(PATH):),, (on PATH in a new login shell)))
 
 test: install
 	$(BIN)/ruff check .
@@ -52,7 +65,12 @@ lint: install
 	$(BIN)/mypy
 
 demo: install
-	sh examples/demo.sh
+	@sh examples/demo.sh
+
+# A clean Debian tree per release (cached), this commit cloned into it, `make demo` and the README's commands
+# there as root and as an ordinary user. Needs root.
+check-fresh:
+	$(PYTHON) scripts/check_fresh.py $(CHECK_FRESH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
