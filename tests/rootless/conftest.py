@@ -103,6 +103,7 @@ def user() -> Iterator[User]:
         pwd.getpwnam(USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
+    give_subordinate_ids(USER)
     entry = pwd.getpwnam(USER)
     base = Path(tempfile.mkdtemp(prefix="unionfs-rootless-"))
     os.chmod(base, 0o755)
@@ -124,6 +125,18 @@ def user() -> Iterator[User]:
         os.chmod("/dev/fuse", fuse_mode & 0o7777)
         with contextlib.suppress(OSError):
             shutil.rmtree(base)
+
+
+def give_subordinate_ids(name: str, count: int = 65536) -> None:
+    """A range of subordinate uids and gids, as useradd gives an ordinary (non-system) user: buildah and podman
+    map a container's ids onto it."""
+    for kind, table in (("uids", "/etc/subuid"), ("gids", "/etc/subgid")):
+        lines = Path(table).read_text().splitlines() if os.path.exists(table) else []
+        ranges = [line.split(":") for line in lines if line.count(":") == 2]
+        if any(fields[0] == name for fields in ranges):
+            continue
+        start = max([100000, *(int(first) + int(size) for _, first, size in ranges)])
+        subprocess.run(["usermod", f"--add-sub{kind}", f"{start}-{start + count - 1}", name], check=True)
 
 
 @pytest.fixture
