@@ -7,7 +7,10 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
+import os
 import tarfile
+import zlib
 from typing import BinaryIO
 
 from imagebuild.errors import BuildError
@@ -36,17 +39,36 @@ def export_docker_archive(store: Store, image: Image, tags: list[str], out: Bina
         _add(tar, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
 
 
+# what a truncated or corrupt tarball raises while its members are read (gzip.BadGzipFile is an OSError)
+DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+TRUNCATED = "'{path}' is a truncated or corrupt tarball ({exc}): copy or save it again; nothing was imported"
+
+
 def import_docker_archive(store: Store, path: str, tags: list[str]) -> str:
     stager = Stager(store, path)
     try:
-        try:
-            tar = tarfile.open(path, "r:*")
-        except (OSError, tarfile.TarError) as exc:
-            raise BuildError(f"{path}: not a docker-archive tarball ({exc})") from None
-        with tar:
-            return _import(stager, tar, tags)
+        with _open(path) as tar:
+            try:
+                return _import(stager, tar, tags)
+            except DAMAGED as exc:
+                raise BuildError(TRUNCATED.format(path=path, exc=exc)) from None
     finally:
         stager.discard()
+
+
+def _open(path: str) -> tarfile.TarFile:
+    """The tarball (plain, gzip, bzip2 or xz), or one line saying what the file is not."""
+    try:
+        return tarfile.open(path, "r:*")
+    except tarfile.TarError:
+        what = "it is empty" if os.path.getsize(path) == 0 else "it is not a tar archive (plain, gzip, bzip2 or xz)"
+    except DAMAGED as exc:
+        raise BuildError(TRUNCATED.format(path=path, exc=exc)) from None
+    except OSError as exc:
+        raise BuildError(f"cannot read '{path}': {exc.strerror or exc}; nothing was imported") from None
+    raise BuildError(
+        f"'{path}' is neither an OCI layout directory nor a docker-archive tarball: {what}; nothing was imported"
+    )
 
 
 def _member(stager: Stager, tar: tarfile.TarFile, name: str) -> BinaryIO:
@@ -62,6 +84,11 @@ def _member(stager: Stager, tar: tarfile.TarFile, name: str) -> BinaryIO:
 
 
 def _import(stager: Stager, tar: tarfile.TarFile, tags: list[str]) -> str:
+    if "manifest.json" not in tar.getnames():
+        raise BuildError(
+            f"'{stager.source}' is neither an OCI layout directory nor a docker-archive tarball: it is a tar "
+            "archive without a manifest.json; nothing was imported"
+        )
     try:
         manifest = json.loads(_member(stager, tar, "manifest.json").read())
         entry = manifest[0]

@@ -18,6 +18,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 
 def export_oci_layout(store: Store, image: Image, ref_name: str | None, dest: str) -> None:
     """Write (or add to) an OCI layout at `dest`; the image is named `ref_name` in its index when given."""
+    index_path = os.path.join(dest, "index.json")
+    manifests = _existing_manifests(dest, index_path)
     blobs = os.path.join(dest, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
     manifest_digest = store.manifest_digest(image.id)
@@ -28,11 +30,6 @@ def export_oci_layout(store: Store, image: Image, ref_name: str | None, dest: st
             os.replace(target + ".tmp", target)
     with open(os.path.join(dest, "oci-layout"), "w", encoding="utf-8") as f:
         json.dump({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION}, f)
-    index_path = os.path.join(dest, "index.json")
-    manifests: list[Descriptor] = []
-    if os.path.exists(index_path):
-        with open(index_path, "rb") as f:
-            manifests = Index.from_json(f.read()).manifests
     annotations = {REF_NAME: ref_name} if ref_name else {}
     manifests = [m for m in manifests if not ref_name or m.annotations.get(REF_NAME) != ref_name]
     manifests.append(
@@ -47,6 +44,31 @@ def export_oci_layout(store: Store, image: Image, ref_name: str | None, dest: st
     with open(index_path + ".tmp", "wb") as f:
         f.write(data)
     os.replace(index_path + ".tmp", index_path)
+
+
+def _existing_manifests(dest: str, index_path: str) -> list[Descriptor]:
+    """What an existing layout at `dest` lists already; nothing for a new or empty directory. Anything else there
+    is refused before a byte is written: an export never scatters blobs into a directory of other files."""
+    if not os.path.lexists(dest):
+        return []
+    if not os.path.isdir(dest):
+        raise BuildError(f"'{dest}' exists and is not a directory: an OCI layout is a directory; give a new path")
+    if not os.path.isfile(os.path.join(dest, "oci-layout")):
+        if os.listdir(dest):
+            raise BuildError(
+                f"'{dest}' is a directory that is not an OCI layout (no oci-layout file): give a new or empty "
+                "directory, or a layout to add the image to"
+            )
+        return []
+    if not os.path.exists(index_path):
+        return []
+    try:
+        with open(index_path, "rb") as f:
+            return Index.from_json(f.read()).manifests
+    except OCIError as exc:
+        raise BuildError(
+            f"'{dest}': its index.json is not an OCI image index ({exc}): give a new directory, or repair the layout"
+        ) from None
 
 
 def import_oci_layout(store: Store, path: str, ref_name: str | None, tags: list[str]) -> str:
@@ -81,7 +103,10 @@ def _read_verified(stager: Stager, root: str, descriptor: Descriptor) -> bytes:
 
 def _import(stager: Stager, root: str, ref_name: str | None, tags: list[str]) -> str:
     if not os.path.isfile(os.path.join(root, "oci-layout")):
-        raise BuildError(f"{root}: not an OCI image layout (no oci-layout file)")
+        raise BuildError(
+            f"'{root}' is neither an OCI layout directory nor a docker-archive tarball: it is a directory without "
+            "an oci-layout file; nothing was imported"
+        )
     try:
         with open(os.path.join(root, "index.json"), "rb") as f:
             index = Index.from_json(f.read())
