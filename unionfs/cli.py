@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from .config import MountConfig, apply_options, mounted_points, validate
 from .errors import ConfigError
+from .unmount import UnmountError, unmount
 
 USAGE_ERROR = 2
 
@@ -153,28 +152,10 @@ def cmd_umount(argv: Sequence[str]) -> None:
     point = os.path.realpath(args.mountpoint)
     if point not in mounted_points():
         die(f"'{args.mountpoint}' is not mounted: nothing to do")
-    stale = False
     try:
-        os.stat(point)
-    except OSError as exc:
-        stale = exc.errno == errno.ENOTCONN
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    commands = [[tool, "-u", point]] if tool else []
-    if os.geteuid() == 0 and shutil.which("umount"):
-        commands.append(["umount", point])
-    if stale and tool:
-        commands.append([tool, "-uz", point])
-    errors = []
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return
-        errors.append(done.stderr.strip())
-    die(
-        f"cannot unmount '{point}': {errors[-1] if errors else 'fusermount3 is not installed'}; close what "
-        f"uses it (fuser -m {point}) and try again",
-        1,
-    )
+        unmount(point)
+    except UnmountError as exc:
+        die(str(exc), 1)
 
 
 def cmd_stress(argv: Sequence[str]) -> None:

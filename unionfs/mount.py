@@ -18,6 +18,7 @@ from .layers import FD_CACHE_SIZE, Layer, effective_stat, read_override
 from .ops import UnionOperations
 from .tree import Tree
 from .union import UnionFS
+from .unmount import UnmountError, top_mount, unmount
 from .whiteout import WhiteoutForm
 
 log = logging.getLogger("unionfs")
@@ -141,13 +142,25 @@ def serve(config: MountConfig, ready: Callable[[], None]) -> None:
     except BaseException:
         close()
         raise
-    unmounted = False
+    ours: int | None = None
     try:
+        ours = top_mount(config.mountpoint)
         ready()
         trio.run(_serve)
-        pyfuse3.close(unmount=True)
-        unmounted = True
     finally:
-        if not unmounted:
+        try:
             pyfuse3.close(unmount=True)
-        close()
+        finally:
+            close()
+            detach_if_left(config.mountpoint, ours)
+
+
+def detach_if_left(mountpoint: str, ours: int | None) -> None:
+    """pyfuse3 unmounts through `fusermount3 -u -z`, which fails for an ordinary user where /etc/mtab is missing,
+    and says nothing. Our mount is dead by now (its session is closed): detach it with the tools that work."""
+    if ours is None or top_mount(mountpoint) != ours:
+        return
+    try:
+        unmount(mountpoint, lazy=True)
+    except UnmountError as exc:
+        log.error("%s", exc)
