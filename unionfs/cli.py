@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .config import MountConfig, apply_options, mounted_points, validate
 from .errors import ConfigError
@@ -42,8 +43,25 @@ def die(message: str, status: int = USAGE_ERROR) -> None:
     sys.exit(status)
 
 
+class UsageError(Exception):
+    """A command line argparse refused: one line, with the --help that shows the right usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError where it would print its usage block and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def umount_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="unionfs umount", description="Unmount a union filesystem.")
+    parser.add_argument("mountpoint")
+    return parser
+
+
 def mount_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="Mount a union of directories: read-only lower layers under an optional writable upper.",
         epilog=MOUNT_HELP,
@@ -159,7 +177,7 @@ def cmd_umount(argv: Sequence[str]) -> None:
 
 
 def cmd_stress(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="unionfs stress", description="Put a mount under load, checking results.")
+    parser = Parser(prog="unionfs stress", description="Put a mount under load, checking results.")
     parser.add_argument("mountpoint")
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -182,19 +200,27 @@ def cmd_stress(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "mount":
-        cmd_mount(args[1:], "unionfs mount")
-    elif args and args[0] in ("umount", "unmount"):
-        cmd_umount(args[1:])
-    elif args and args[0] == "stress":
-        cmd_stress(args[1:])
-    elif args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
-        cmd_mount(args, "unionfs")  # the fuse-overlayfs form that podman's and buildah's mount_program uses
-    else:
-        print(
-            "usage: unionfs mount -o lowerdir=A:B[,upperdir=U,workdir=W] MOUNTPOINT\n"
-            "       unionfs umount MOUNTPOINT\n"
-            "       unionfs -o OPTIONS MOUNTPOINT            (fuse-overlayfs form)\n"
-            "Run 'unionfs mount --help' for the options."
-        )
-        sys.exit(0 if args else USAGE_ERROR)
+    try:
+        if args and args[0] == "mount":
+            cmd_mount(args[1:], "unionfs mount")
+        elif args and args[0] in ("umount", "unmount"):
+            umount_parser().parse_args(args[1:])  # a usage error as one line, before cmd_umount acts
+            cmd_umount(args[1:])
+        elif args and args[0] == "stress":
+            cmd_stress(args[1:])
+        elif args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+            cmd_mount(args, "unionfs")  # the fuse-overlayfs form that podman's and buildah's mount_program uses
+        elif args and args[0] not in ("-h", "--help"):
+            die(f"unknown command '{args[0]}': use mount, umount or stress (see 'unionfs --help')")
+        elif args:
+            print(
+                "usage: unionfs mount -o lowerdir=A:B[,upperdir=U,workdir=W] MOUNTPOINT\n"
+                "       unionfs umount MOUNTPOINT\n"
+                "       unionfs -o OPTIONS MOUNTPOINT            (fuse-overlayfs form)\n"
+                "Run 'unionfs mount --help' for the options."
+            )
+            sys.exit(0)
+        else:
+            die("no command: use mount, umount or stress (see 'unionfs --help')")
+    except UsageError as exc:
+        die(str(exc))
