@@ -7,6 +7,7 @@ The only module of the builder that parses argv, prints or exits. Every error a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -14,9 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from imagebuild import analyze, lint, sandbox, transport
 from imagebuild import context as build_context
@@ -29,16 +30,37 @@ from imagebuild.transport import registry
 from unionfs.api import MountError, UnionMount
 
 NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
+USAGE_ERROR = 2
+UNION_FSTYPE = "fuse.unionfs"  # what /proc/self/mountinfo calls a unionfs mount
+
+
+class UsageError(Exception):
+    """A command line argparse refused: one line, with the --help that shows the right usage."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError where it would print its usage block and exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class CommandParser(Parser):
+    """A subcommand's parser: an argument it does not know is refused here, where its own --help can be named."""
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="imagebuild", description="Build and run container images without a daemon or root."
-    )
+    p = Parser(prog="imagebuild", description="Build and run container images without a daemon or root.")
     p.add_argument(
         "--root", default=None, help="the image store (default: $IMAGEBUILD_ROOT or ~/.local/share/imagebuild)"
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
 
     b = sub.add_parser("build", help="build an image from a Dockerfile")
     b.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
@@ -142,14 +164,42 @@ def epoch() -> int:
     return int(value)
 
 
-def cmd_build(store: Store, args: argparse.Namespace) -> None:
-    for tag in args.tag:
-        if not NAME.match(normalize_tag(tag)):
-            raise BuildError(f"-t {tag}: an image name is lowercase letters, digits and . _ - / with an optional :tag")
-    root = args.context
-    dockerfile = args.file or os.path.join(root, "Dockerfile")
+def check_names(names: Sequence[str], flag: str = "-t ") -> None:
+    for name in names:
+        if not NAME.match(normalize_tag(name)):
+            raise BuildError(
+                f"{flag}'{name}' is not an image name: use lowercase letters, digits and . _ - / with an "
+                "optional :tag (e.g. demo-app:1.0)"
+            )
+
+
+def find_dockerfile(context: str | None, file: str | None) -> str:
+    """The Dockerfile to read, once the context (when given) is a directory; one line naming what is missing."""
+    if context is not None:
+        if not os.path.exists(context):
+            raise BuildError(f"build context '{context}' does not exist: give the directory to build from")
+        if not os.path.isdir(context):
+            raise BuildError(
+                f"build context '{context}' is not a directory: give the directory to build from "
+                "(and the Dockerfile with -f)"
+            )
+    if file is not None:
+        if not os.path.exists(file):
+            raise BuildError(f"-f '{file}' does not exist: name the Dockerfile to use")
+        if not os.path.isfile(file):
+            raise BuildError(f"-f '{file}' is not a file: name the Dockerfile itself")
+        return str(file)
+    dockerfile = os.path.join(context or ".", "Dockerfile")
     if not os.path.isfile(dockerfile):
         raise BuildError(f"no Dockerfile at '{dockerfile}': write one, or name it with -f")
+    return dockerfile
+
+
+def cmd_build(store: Store, args: argparse.Namespace) -> None:
+    check_names(args.tag)
+    root = args.context
+    dockerfile = find_dockerfile(root, args.file)
+    build_args = key_values(args.build_arg, "--build-arg")
     df = parse_file(dockerfile)
     rel = os.path.relpath(os.path.realpath(dockerfile), os.path.realpath(root))
     ctx = build_context.load(root, rel)
@@ -161,7 +211,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     options = Options(
-        key_values(args.build_arg, "--build-arg"),
+        build_args,
         args.target,
         args.no_cache,
         args.explain_cache,
@@ -283,6 +333,69 @@ def image_mount(
     return UnionMount(mountpoint, lowers, upper, work, options)
 
 
+def mount_type(path: str) -> str | None:
+    """The filesystem type of the topmost mount at `path`, or None when nothing is mounted there."""
+    point = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            fields = line.split(" ")
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]) == point:
+                found = fields[fields.index("-") + 1]
+    return found
+
+
+def make_mountpoint(path: str) -> list[str]:
+    """Check that `path` can take a mount (an empty directory), making it and its parents when missing, as
+    `mount --mkdir` does. Returns the directories made, deepest first, for removal should the mount fail."""
+    if mount_type(path) is not None:
+        raise BuildError(f"'{path}' is already a mount point: unmount it first (imagebuild umount {path})")
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise BuildError(f"mount point '{path}' is not a directory: give an empty directory or a new path")
+        if os.listdir(path):
+            raise BuildError(
+                f"mount point '{path}' is not empty: give an empty directory or a new path (the mount would hide "
+                "what it holds)"
+            )
+        return []
+    made = []
+    missing = os.path.abspath(path)
+    while not os.path.lexists(missing):
+        made.append(missing)
+        missing = os.path.dirname(missing)
+    if not os.path.isdir(missing):
+        raise BuildError(f"cannot make the mount point '{path}': '{missing}' is not a directory")
+    try:
+        os.makedirs(path)
+    except OSError as exc:
+        raise BuildError(f"cannot make the mount point '{path}': {exc.strerror or exc}") from None
+    return made
+
+
+def cmd_mount(store: Store, args: argparse.Namespace) -> None:
+    image = store.resolve(args.image)
+    name = None if args.read_only else container_name(image, args.name)
+    made = make_mountpoint(args.mountpoint)
+    try:
+        image_mount(store, image, args.mountpoint, name).mount()
+    except BaseException:
+        for directory in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+        raise
+    print(args.mountpoint)
+
+
+def cmd_umount(mountpoint: str) -> None:
+    kind = mount_type(mountpoint)
+    if kind is None:
+        raise BuildError(f"'{mountpoint}' is not mounted: nothing to do", USAGE_ERROR)
+    if kind != UNION_FSTYPE:
+        raise BuildError(f"'{mountpoint}' is a {kind} mount, not one 'imagebuild mount' made: it stays mounted")
+    UnionMount(mountpoint, ["/"]).unmount()
+
+
 def cmd_run(store: Store, args: argparse.Namespace) -> int:
     image = store.resolve(args.image)
     config = image.config.config
@@ -336,11 +449,7 @@ def cmd_login(args: argparse.Namespace) -> None:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     context = args.context
-    dockerfile = args.file or os.path.join(context or ".", "Dockerfile")
-    if not os.path.isfile(dockerfile):
-        raise BuildError(f"no Dockerfile at '{dockerfile}': name it with -f")
-    if context is not None and not os.path.isdir(context):
-        raise BuildError(f"build context '{context}' is not a directory")
+    dockerfile = find_dockerfile(context, args.file)
     report = lint.lint(dockerfile, context)
     print(lint.render_json(report) if args.format == "json" else lint.render_text(report))
     return 1 if lint.failing(report, lint.Severity[args.fail_on.upper()]) else 0
@@ -378,22 +487,40 @@ def cmd_analyze(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def check_archive_output(output: str) -> None:
+    if os.path.isdir(output):
+        raise BuildError(
+            f"-o '{output}' is a directory: give the tarball's file name (or --format oci to write a layout there)"
+        )
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise BuildError(f"-o '{output}': the directory '{parent}' does not exist: create it first")
+
+
 def cmd_export(store: Store, args: argparse.Namespace) -> None:
     image = store.resolve(args.image)
     tags = sorted(t for t, i in store.tags().items() if i == image.id)
+    if args.name is not None:
+        check_names([args.name], "--name ")
     if args.format == "oci":
         name = args.name or (normalize_tag(args.image) if normalize_tag(args.image) in tags else None)
         transport.export_oci_layout(store, image, name, args.output)
     else:
+        check_archive_output(args.output)
         named = [normalize_tag(args.image)] if normalize_tag(args.image) in tags else tags
         tmp = args.output + ".tmp"
-        with open(tmp, "wb") as f:
-            transport.export_docker_archive(store, image, named, f)
-        os.replace(tmp, args.output)
+        try:
+            with open(tmp, "wb") as f:
+                transport.export_docker_archive(store, image, named, f)
+            os.replace(tmp, args.output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     print(f"Exported {image.id[7:19]} to {args.output} ({args.format})")
 
 
 def cmd_import(store: Store, args: argparse.Namespace) -> str:
+    check_names(args.tag)
     path, ref = args.path, None
     if not os.path.exists(path) and ":" in path:
         path, ref = path.split(":", 1)
@@ -406,10 +533,18 @@ def cmd_import(store: Store, args: argparse.Namespace) -> str:
     return f"Imported {image_id}"
 
 
+def open_store(root: str) -> Store:
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise BuildError(
+            f"the image store '{root}' is not a directory: point --root (or $IMAGEBUILD_ROOT) at a directory"
+        )
+    return Store(root)
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "lint":
         return cmd_lint(args)
-    store = Store(args.root or default_root())
+    store = open_store(args.root or default_root())
     if args.command == "build":
         cmd_build(store, args)
     elif args.command == "images":
@@ -419,6 +554,7 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "history":
         cmd_history(store.resolve(args.image))
     elif args.command == "tag":
+        check_names([args.name], "")
         store.tag(store.resolve(args.image).id, args.name)
     elif args.command == "rmi":
         cmd_rmi(store, args.images)
@@ -437,12 +573,9 @@ def run_command(args: argparse.Namespace) -> int:
         layers, freed = store.prune()
         print(f"Deleted {layers} layers, freed {human(freed)} of blobs")
     elif args.command == "mount":
-        image = store.resolve(args.image)
-        name = None if args.read_only else container_name(image, args.name)
-        image_mount(store, image, args.mountpoint, name).mount()
-        print(args.mountpoint)
+        cmd_mount(store, args)
     elif args.command == "umount":
-        UnionMount(args.mountpoint, ["/"]).unmount()
+        cmd_umount(args.mountpoint)
     elif args.command == "run":
         return cmd_run(store, args)
     elif args.command == "lint":
@@ -453,6 +586,7 @@ def run_command(args: argparse.Namespace) -> int:
         digest = registry.push(store, store.resolve(args.image), ref, client, args.mount_from)
         print(f"Pushed {ref} ({digest}); {len(client.sent)} blob(s) sent")
     elif args.command == "pull":
+        check_names(args.tag)
         ref = registry.Reference.parse(args.ref)
         image_id = registry.pull(store, ref, registry.Client(ref.registry, insecure=args.insecure), args.tag)
         print(f"Pulled {ref} as {image_id}")
@@ -468,7 +602,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"imagebuild: error: {exc}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
     try:
         status = run_command(args)
     except DockerfileError as exc:
