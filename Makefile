@@ -70,7 +70,9 @@ demo: install
 # A clean Debian tree per release (cached), this commit cloned into it, `make demo` and the README's commands
 # there as root and as an ordinary user. Needs root.
 check-fresh:
-	$(PYTHON) scripts/check_fresh.py $(CHECK_FRESH_ARGS)
+	@dpkg-query -W -f='$${Status}\n' mmdebstrap 2>/dev/null | grep -q 'install ok installed' || \
+		$(APT) install -y -qq --no-install-recommends mmdebstrap >/dev/null
+	$(SUDO) $(PYTHON) scripts/check_fresh.py $(CHECK_FRESH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -64,6 +64,7 @@ def script(items: list[Command], readme: str) -> str:
     """A bash script that runs the commands and names the first one that fails."""
     lines = [
         "set -o pipefail",
+        "trap 'kill $(jobs -p) 2>/dev/null' EXIT",  # a server a block started in the background, on any exit
         f"trap 'echo \"readme walk: {readme}:$at: exited $?: $cmd\" >&2; exit 1' ERR",
     ]
     for item in items:
@@ -75,17 +76,20 @@ def script(items: list[Command], readme: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def state(uid: int) -> set[str]:
-    """The user's FUSE mounts and the unionfs and registry daemons it runs."""
+def state(uid: int, places: tuple[str, ...]) -> set[str]:
+    """The user's FUSE mounts and the unionfs and registry daemons it runs, in the places the walk uses (its
+    home, imagebuild's scratch mount points): not another program's."""
     found = set()
     with open("/proc/self/mountinfo", encoding="utf-8") as info:
         for entry in info:
             fields = entry.split()
             kind = fields[fields.index("-") + 1]
-            if kind.startswith("fuse") and f"user_id={uid}" in entry:
+            if kind.startswith("fuse") and f"user_id={uid}" in entry and fields[4].startswith(places):
                 found.add(f"mounted: {fields[4]}")
     for pid in daemons(uid):
-        found.add(f"running: pid {pid} ({cmdline(pid)})")
+        text = cmdline(pid)
+        if any(place in text for place in places):
+            found.add(f"running: pid {pid} ({text})")
     return found
 
 
@@ -119,7 +123,8 @@ def main() -> int:
     readme = Path(args.readme)
     items = commands(readme.read_text(encoding="utf-8"))
     cwd = args.cwd or str(readme.parent)
-    before = state(os.getuid())
+    places = (os.path.expanduser("~"), os.path.join(tempfile.gettempdir(), "imagebuild-rootfs-"))
+    before = state(os.getuid(), places)
     started = time.monotonic()
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
         f.write(script(items, readme.name))
@@ -129,7 +134,7 @@ def main() -> int:
     finally:
         os.unlink(f.name)
     time.sleep(1)  # a daemon told to unmount exits right after it
-    left = sorted(state(os.getuid()) - before)
+    left = sorted(state(os.getuid(), places) - before)
     if done.returncode != 0:
         print(f"readme walk: failed after {time.monotonic() - started:.0f}s (the line above names the command)")
         return 1
