@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -75,6 +77,13 @@ def mount_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("-d", "--debug", action="store_true", help="log every operation (implies -f)")
     parser.add_argument("--log", metavar="FILE", help="where a background daemon logs (default: nowhere)")
     parser.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    parser.add_argument(
+        "--owner-fd",
+        type=int,
+        metavar="N",
+        help="the read end of a pipe whose write end the mount's owner holds: unmount (as SIGTERM does) once it "
+        "reads end of file, that is once the owner is gone",
+    )
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("source", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("mountpoint")
@@ -119,7 +128,7 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
             args.ready_fd = None
 
     try:
-        serve(config, ready)
+        serve(config, ready, args.owner_fd)
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount on '{config.mountpoint}': {exc}"
         if args.ready_fd is not None:
@@ -133,7 +142,7 @@ def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL
     child = subprocess.Popen(
         [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
-        pass_fds=(write_end,),
+        pass_fds=(write_end,) if args.owner_fd is None else (write_end, args.owner_fd),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -151,12 +160,30 @@ def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     )
 
 
+def owner_fd_problem(fd: int) -> str | None:
+    """Why `fd` cannot be watched for its owner's end, or None: it must be open, a pipe, and its read end."""
+    try:
+        mode = os.fstat(fd).st_mode
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return f"--owner-fd {fd}: not an open file descriptor (give the read end of a pipe the owner holds open)"
+    if not stat.S_ISFIFO(mode):
+        return f"--owner-fd {fd}: not a pipe (give the read end of a pipe the owner holds open)"
+    if flags & os.O_ACCMODE != os.O_RDONLY:
+        return f"--owner-fd {fd}: not the read end of its pipe (the owner keeps the write end)"
+    return None
+
+
 def cmd_mount(argv: Sequence[str], prog: str) -> None:
     args = mount_parser(prog).parse_args(argv)
     try:
         config = config_from(args)
     except ConfigError as exc:
         die(str(exc))
+    if args.owner_fd is not None:
+        problem = owner_fd_problem(args.owner_fd)
+        if problem is not None:
+            die(problem)
     if args.foreground or args.debug or args.ready_fd is not None:
         run_daemon(args, config)
     else:

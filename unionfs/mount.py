@@ -117,7 +117,32 @@ def cache_timeout(config: MountConfig) -> float:
     return 3600.0 if config.upper is None else 300.0
 
 
-async def _serve() -> None:
+async def stop_when_owner_gone(owner_fd: int) -> None:
+    """Unmount, as SIGTERM does, once the owner is gone: `owner_fd` is the read end of a pipe whose write end only
+    the owner holds, so it reads end-of-file when the owner's last copy closes, however the owner ended (exit,
+    SIGKILL, the OOM killer).
+
+    A pipe rather than a pidfd: end-of-file cannot be mistaken for another process (a pid read from argv and
+    opened later can be reused in between; the inherited pipe exists before the daemon does), it survives the
+    fork and exec between the owner and us with nothing to pass but an fd, and it needs no pidfd_open (Linux
+    5.3+, refused by some container seccomp profiles). Nothing is written to the pipe; bytes that come are
+    read and ignored."""
+    os.set_blocking(owner_fd, False)
+    while True:
+        await trio.lowlevel.wait_readable(owner_fd)
+        try:
+            if not os.read(owner_fd, 4096):
+                break
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            log.error("owner fd %d: %s: unmounting", owner_fd, exc)
+            break
+    log.info("owner gone (end of file on fd %d): unmounting", owner_fd)
+    pyfuse3.terminate()
+
+
+async def _serve(owner_fd: int | None) -> None:
     async with trio.open_nursery() as nursery:
 
         async def stop_on_signal() -> None:
@@ -128,12 +153,15 @@ async def _serve() -> None:
                     return
 
         nursery.start_soon(stop_on_signal)
+        if owner_fd is not None:
+            nursery.start_soon(stop_when_owner_gone, owner_fd)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
 
-def serve(config: MountConfig, ready: Callable[[], None]) -> None:
-    """Mount, call `ready` once the mount exists, serve until unmounted or signalled, then clean up."""
+def serve(config: MountConfig, ready: Callable[[], None], owner_fd: int | None = None) -> None:
+    """Mount, call `ready` once the mount exists, serve until unmounted, signalled or (with `owner_fd`) left by
+    the owner, then clean up."""
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
     ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others=config.allow_other and not privileged)
@@ -146,7 +174,7 @@ def serve(config: MountConfig, ready: Callable[[], None]) -> None:
     try:
         ours = top_mount(config.mountpoint)
         ready()
-        trio.run(_serve)
+        trio.run(_serve, owner_fd)
     finally:
         try:
             pyfuse3.close(unmount=True)
