@@ -322,15 +322,16 @@ def container_name(image: Image, given: str | None) -> str:
 
 
 def image_mount(
-    store: Store, image: Image, mountpoint: str, name: str | None, options: Sequence[str] = ()
+    store: Store, image: Image, mountpoint: str, name: str | None, options: Sequence[str] = (), owned: bool = True
 ) -> UnionMount:
+    """The union of an image's layers (and container `name`'s layer). `owned`: it goes when this process does."""
     lowers = [store.layer_dir(layer.diff_id) for layer in reversed(image.layers)]
     if not lowers:
         lowers = [store.scratch_dir("empty-")]
     if name is None:
-        return UnionMount(mountpoint, lowers, options=options)
+        return UnionMount(mountpoint, lowers, options=options, owned=owned)
     upper, work = container_dirs(store, name)
-    return UnionMount(mountpoint, lowers, upper, work, options)
+    return UnionMount(mountpoint, lowers, upper, work, options, owned=owned)
 
 
 def mount_type(path: str) -> str | None:
@@ -378,7 +379,7 @@ def cmd_mount(store: Store, args: argparse.Namespace) -> None:
     name = None if args.read_only else container_name(image, args.name)
     made = make_mountpoint(args.mountpoint)
     try:
-        image_mount(store, image, args.mountpoint, name).mount()
+        image_mount(store, image, args.mountpoint, name, owned=False).mount()  # the user unmounts it, not our end
     except BaseException:
         for directory in made:
             with contextlib.suppress(OSError):
