@@ -13,10 +13,14 @@ from collections.abc import Mapping, Sequence
 
 from imagebuild.errors import BuildError
 
+ROOTFS_PREFIX = "imagebuild-rootfs-"
+
 
 def mountpoint() -> str:
-    """An empty directory to mount a rootfs on, reachable by the image's USER (the store may be private)."""
-    path = tempfile.mkdtemp(prefix="imagebuild-rootfs-")
+    """An empty directory to mount a rootfs on, reachable by the image's USER (the store may be private). Its
+    name carries this process's pid (`imagebuild-rootfs-PID-XXXXXXXX`), so `imagebuild check` can tell one
+    whose maker is gone."""
+    path = tempfile.mkdtemp(prefix=f"{ROOTFS_PREFIX}{os.getpid()}-")
     os.chmod(path, 0o755)
     return path
 

@@ -22,8 +22,7 @@ from imagebuild.errors import BuildError
 from imagebuild.layer import compress_gzip, write_layer_tar
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes
 from imagebuild.store.blobs import BlobStore
-from unionfs.api import UnionMount
-from unionfs.config import mounted_points
+from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
 
 def default_root() -> str:
@@ -250,11 +249,9 @@ class Store:
                 problems.append(f"image {image_id}: needs {', '.join(broken + missing_dirs) or 'a readable manifest'}")
                 if repair:
                     self.remove_image(image_id)
-        stale = stale_rootfs_mounts()
-        for point in stale:
-            problems.append(f"a rootfs of an interrupted build or run is still mounted at {point}")
-            if repair:
-                UnionMount(point, ["/"]).unmount()
+        for leftover in find_leftovers(self.root):  # before tmp/ below: a leftover may be mounted there
+            failed = clear_leftover(leftover) if repair else None
+            problems.append(leftover.problem if failed is None else f"{leftover.problem}; not cleared: {failed}")
         leftovers = os.listdir(os.path.join(self.root, "tmp"))
         if leftovers:
             problems.append(f"{len(leftovers)} leftover(s) of interrupted work in {os.path.join(self.root, 'tmp')}")
@@ -291,23 +288,6 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
-
-
-def stale_rootfs_mounts() -> list[str]:
-    """Union mounts on our rootfs mountpoints whose builder or runner is gone (SIGKILL leaves them)."""
-    prefix = os.path.join(tempfile.gettempdir(), "imagebuild-rootfs-")
-    points = [p for p in mounted_points() if p.startswith(prefix)]
-    alive = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if any(b"imagebuild" in a for a in argv[:3]) and (b"build" in argv or b"run" in argv):
-                alive.add(pid)
-    return points if not alive else []
 
 
 def _host_owner() -> tuple[int, int] | None:
