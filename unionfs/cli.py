@@ -191,9 +191,7 @@ def cmd_mount(argv: Sequence[str], prog: str) -> None:
 
 
 def cmd_umount(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="unionfs umount", description="Unmount a union filesystem.")
-    parser.add_argument("mountpoint")
-    args = parser.parse_args(argv)
+    args = umount_parser().parse_args(argv)
     point = os.path.realpath(args.mountpoint)
     if point not in mounted_points():
         die(f"'{args.mountpoint}' is not mounted: nothing to do")
@@ -231,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args and args[0] == "mount":
             cmd_mount(args[1:], "unionfs mount")
         elif args and args[0] in ("umount", "unmount"):
-            umount_parser().parse_args(args[1:])  # a usage error as one line, before cmd_umount acts
             cmd_umount(args[1:])
         elif args and args[0] == "stress":
             cmd_stress(args[1:])
