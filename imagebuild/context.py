@@ -97,25 +97,10 @@ class Context:
     def size(self) -> int:
         return sum(e.st.st_size for e in self.entries.values() if stat.S_ISREG(e.st.st_mode))
 
-    def matching(self, source: str) -> list[str]:
-        """Context paths a COPY source names (globs allowed), or an error naming what is missing."""
-        rel = os.path.normpath(source).lstrip("/")
-        if rel.startswith("..") or os.path.isabs(rel):
-            raise BuildError(f"COPY source '{source}' is outside the build context: copy it into the context first")
-        if rel == ".":
-            return sorted(self.entries)
-        if any(ch in rel for ch in "*?["):
-            regex = glob_regex(rel, below=False)
-            found = [e for e in sorted(self.entries) if regex.match(e)]
-        else:
-            found = [rel] if rel in self.entries else []
-        if not found:
-            excluded = self.ignore.excluded(rel)
-            hint = " (it is excluded by .dockerignore)" if excluded else ""
-            raise BuildError(f"COPY source '{source}' not found in the build context{hint}")
-        return found
-
     def below(self, rel: str) -> list[str]:
+        """The entry `rel` and everything under it ("" is the context's root: every entry)."""
+        if not rel:
+            return sorted(self.entries)
         prefix = rel + "/"
         return sorted(e for e in self.entries if e == rel or e.startswith(prefix))
 

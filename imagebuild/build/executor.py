@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import datetime
 import os
 import platform
 import re
 import shutil
-import stat
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from imagebuild import sandbox, transport
+from imagebuild.build import copysource, copystep
+from imagebuild.build.copydest import CopyError
+from imagebuild.build.copyflags import parse_chmod
+from imagebuild.build.copysource import ContextTree
+from imagebuild.build.copystep import CopyRequest, SourceSide
+from imagebuild.build.layerview import LayersView
 from imagebuild.build.state import StageState, sha
 from imagebuild.context import Context
 from imagebuild.dockerfile import (
@@ -39,13 +44,10 @@ from imagebuild.dockerfile import (
     parse_port_spec,
 )
 from imagebuild.errors import BuildError
-from imagebuild.layer import LayerError, extract_layer_tar
 from imagebuild.oci import Descriptor, Healthcheck, History, ImageConfig, RootFS
 from imagebuild.store.images import Image, Layer, Store
 from imagebuild.transport import registry
 from unionfs.api import MountError, mounted
-from unionfs.ownership import OverrideStat
-from unionfs.whiteout import OVERRIDE_STAT
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 MOUNTPOINTS = ("dev", "proc", "sys")  # bubblewrap makes these in the rootfs; they are not the step's work
@@ -59,6 +61,15 @@ class Options:
     explain: bool = False
     epoch: int = 0
     insecure: bool = False  # FROM a registry over plain http
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """A COPY or ADD as the cache sees it: what it asks for, and the content of its sources."""
+
+    request: CopyRequest
+    files: dict[str, str]  # per-file digests, for --explain-cache
+    content: str
 
 
 @dataclass
@@ -155,8 +166,7 @@ class Builder:
         try:
             image = self.store.resolve(base)
         except BuildError as exc:
-            first = base.split("/", 1)[0]
-            if "/" not in base or not ("." in first or ":" in first or first == "localhost"):
+            if not _looks_remote(base):
                 raise BuildError(f"{self.df.path}:{instruction.line}: {exc}") from None
             image = self._pull(instruction, base)
         state = StageState.from_image(image)
@@ -311,9 +321,12 @@ class Builder:
             text = repr(("RUN", argv, sorted(state.env.items()), sorted(state.args.items()), state.config.working_dir))
             files: dict[str, str] = {}
             content = ""
+            plan = None
         else:
-            sources, dest, files, content = self._copy_plan(instruction, state)
-            text = repr((instruction.cmd, sources, dest, sorted(instruction.flags.items()), state.config.working_dir))
+            plan = self._copy_plan(instruction, state)
+            files, content = plan.files, plan.content
+            flags = sorted(instruction.flags.items())
+            text = repr((instruction.cmd, plan.request.sources, plan.request.dest, flags, state.config.working_dir))
         step_id = sha(state.key, text)
         key = sha(step_id, content)
         entry = None if self.options.no_cache else self.store.cache_get(key)
@@ -323,10 +336,10 @@ class Builder:
             self._say(f" ---> Using cache {layer.diff_id[7:19]}")
         else:
             why = self._why_missed(step_id, files)
-            if instruction.cmd == "RUN":
+            if plan is None:
                 layer_dir = self._run(instruction, state)
             else:
-                layer_dir = self._copy(instruction, state)
+                layer_dir = self._copy(instruction, state, plan)
             layer = self.store.add_layer(layer_dir, self.options.epoch)
             self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict()})
             self._say(f" ---> {layer.diff_id[7:19]}")
@@ -411,32 +424,53 @@ class Builder:
             ):
                 os.rmdir(path)
 
-    # COPY / ADD
+    # COPY / ADD (the rules live in copystep and the modules it uses; here: the plan for the cache, the trees)
 
-    def _copy_plan(self, instruction: Instruction, state: StageState) -> tuple[list[str], str, dict[str, str], str]:
+    def _copy_plan(self, instruction: Instruction, state: StageState) -> CopyPlan:
         words = self._words(instruction, state)
+        flags = instruction.flags
+        request = CopyRequest(
+            cmd=instruction.cmd,
+            sources=words[:-1],
+            dest=words[-1] if words else "",
+            workdir=state.config.working_dir or "/",
+            chown=self._expand(instruction, flags["chown"], state.scope) if "chown" in flags else None,
+            chmod=self._expand(instruction, flags["chmod"], state.scope) if "chmod" in flags else None,
+            keep_owner="from" in flags,
+        )
+        try:
+            if request.chmod is not None:
+                parse_chmod(request.chmod)
+        except CopyError as exc:
+            raise BuildError(f"{self._where(instruction)}: {exc}") from None
         if instruction.heredocs:  # COPY <<EOF /path: each heredoc is a file with that content
             bodies = self._heredoc_files(instruction, state)
-            return words[:-1], words[-1], {n: sha(b) for n, b in bodies.items()}, sha(*sorted(bodies.values()))
+            request = dataclasses.replace(
+                request, heredocs={n: b.encode("utf-8", "surrogateescape") for n, b in bodies.items()}
+            )
+            return CopyPlan(request, {n: sha(b) for n, b in bodies.items()}, sha(*sorted(bodies.values())))
         if len(words) < 2:
             raise BuildError(f"{self._where(instruction)}: {instruction.cmd} needs a source and a destination")
-        sources, dest = words[:-1], words[-1]
-        source_stage = instruction.flags.get("from")
+        source_stage = flags.get("from")
         if source_stage is not None:
             state_key = self._source_state(instruction, source_stage).key
-            return sources, dest, {}, sha(state_key, *sources)
-        for source in sources:
+            return CopyPlan(request, {}, sha(state_key, *request.sources))
+        for source in request.sources:
             if instruction.cmd == "ADD" and "://" in source:
                 raise BuildError(
                     f"{self._where(instruction)}: ADD of a URL is not supported: download it in a RUN "
                     "step, or into the context and COPY it"
                 )
         try:
-            matched = [m for source in sources for m in self.context.matching(source)]
-        except BuildError as exc:
+            side = self._context_side()
+            matches = copysource.find(request.sources, side.tree, side.what, side.excluded)
+        except CopyError as exc:
             raise BuildError(f"{self._where(instruction)}: {exc}") from None
-        content, files = self.context.content_hash(matched)
-        return sources, dest, files, content
+        content, files = self.context.content_hash([m.path.lstrip("/") for m in matches])
+        return CopyPlan(request, files, sha(content, *(m.name for m in matches)))
+
+    def _context_side(self) -> SourceSide:
+        return SourceSide(ContextTree(self.context), "the build context", self.context.ignore.excluded)
 
     def _source_state(self, instruction: Instruction, name: str) -> StageState:
         state = self.stages.get(name.lower())
@@ -445,6 +479,8 @@ class Builder:
         try:
             return StageState.from_image(self.store.resolve(name))
         except BuildError:
+            if _looks_remote(name):
+                return StageState.from_image(self._pull(instruction, name))
             raise BuildError(
                 f"{self._where(instruction)}: --from={name} is neither an earlier stage nor an image in the store"
             ) from None
@@ -456,155 +492,30 @@ class Builder:
             for h in instruction.heredocs
         }
 
-    def _copy(self, instruction: Instruction, state: StageState) -> str:
-        sources, dest, _files, _content = self._copy_plan(instruction, state)
+    def _copy(self, instruction: Instruction, state: StageState, plan: CopyPlan) -> str:
         layer = self.store.scratch_dir("layer-")
-        if instruction.heredocs:
-            try:
-                self._copy_heredocs(instruction, state, dest, layer)
-            except BaseException:
-                shutil.rmtree(layer, ignore_errors=True)
-                raise
-            return layer
         try:
-            with self._source_root(instruction) as root:
-                self._copy_into(instruction, state, root, sources, dest, layer)
-        except BaseException:
+            with self._rootfs(state) as image, self._source_side(instruction) as side:
+                copystep.run(plan.request, image, side, layer)
+        except BaseException as exc:
             shutil.rmtree(layer, ignore_errors=True)
+            if isinstance(exc, CopyError):
+                raise BuildError(f"{self._where(instruction)}: {exc}") from None
             raise
         return layer
 
-    def _copy_heredocs(self, instruction: Instruction, state: StageState, dest: str, layer: str) -> None:
-        bodies = self._heredoc_files(instruction, state)
-        target = os.path.normpath(os.path.join(state.config.working_dir or "/", dest)).lstrip("/")
-        into_dir = dest.endswith("/") or len(bodies) > 1
-        self._make_parents(layer, target if into_dir else os.path.dirname(target))
-        mode = int(instruction.flags["chmod"], 8) if "chmod" in instruction.flags else 0o644
-        for name, body in bodies.items():
-            out = os.path.join(layer, target, name) if into_dir else os.path.join(layer, target)
-            with open(out, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(body)
-            os.chmod(out, mode)
-            self._own_tree(out, self._owner(instruction, state), None)
-
     @contextlib.contextmanager
-    def _source_root(self, instruction: Instruction) -> Iterator[str]:
+    def _source_side(self, instruction: Instruction) -> Iterator[SourceSide]:
         name = instruction.flags.get("from")
         if name is None:
-            yield self.context.root
+            yield self._context_side()
             return
-        source = self._source_state(instruction, name)
-        mnt = self.store.scratch_dir("from-")
-        empty = self.store.scratch_dir("empty-")
-        try:
-            with mounted(mnt, self._lowers(source, empty)):
-                yield mnt
-        except MountError as exc:
-            raise BuildError(f"{self._where(instruction)}: cannot mount stage '{name}': {exc}") from None
-        finally:
-            shutil.rmtree(mnt, ignore_errors=True)
-            shutil.rmtree(empty, ignore_errors=True)
+        with self._rootfs(self._source_state(instruction, name)) as root:
+            yield SourceSide(root, f"stage '{name}'")
 
-    def _copy_into(
-        self, instruction: Instruction, state: StageState, root: str, sources: list[str], dest: str, layer: str
-    ) -> None:
-        workdir = state.config.working_dir or "/"
-        target = os.path.normpath(os.path.join(workdir, dest)).lstrip("/")
-        if instruction.flags.get("from") is None:
-            matched = [m for s in sources for m in self.context.matching(s)]
-        else:
-            matched = self._match_in(instruction, root, sources)
-        into_dir = dest.endswith("/") or len(matched) > 1 or any(os.path.isdir(os.path.join(root, m)) for m in matched)
-        owner = self._owner(instruction, state)
-        mode = int(instruction.flags["chmod"], 8) if "chmod" in instruction.flags else None
-        self._make_parents(layer, target if into_dir else os.path.dirname(target))
-        for rel in matched:
-            src = os.path.join(root, rel)
-            if os.path.isdir(src) and not os.path.islink(src):
-                out = os.path.join(layer, target)
-                # a directory's content is copied, not the directory itself (docker semantics)
-                shutil.copytree(src, out, symlinks=True, dirs_exist_ok=True, ignore=self._ignored(rel, root))
-            else:
-                out = os.path.join(layer, target, os.path.basename(rel)) if into_dir else os.path.join(layer, target)
-                if instruction.cmd == "ADD" and _is_archive(src):
-                    self._extract_into(instruction, src, os.path.join(layer, target))
-                    continue
-                shutil.copy2(src, out, follow_symlinks=False)
-            self._own_tree(out, owner, mode)
-
-    def _ignored(self, rel: str, root: str):  # type: ignore[no-untyped-def]
-        """For copytree: leave out what .dockerignore excludes (only for the build context)."""
-        if root != self.context.root:
-            return None
-
-        def ignore(directory: str, names: list[str]) -> list[str]:
-            base = os.path.relpath(directory, root)
-            return [n for n in names if os.path.normpath(os.path.join(base, n)) not in self.context.entries]
-
-        return ignore
-
-    def _match_in(self, instruction: Instruction, root: str, sources: list[str]) -> list[str]:
-        found = []
-        for source in sources:
-            rel = os.path.normpath(source).lstrip("/")
-            if rel.startswith(".."):
-                raise BuildError(f"{self._where(instruction)}: source '{source}' leaves the stage's root")
-            if not os.path.lexists(os.path.join(root, rel)):
-                raise BuildError(
-                    f"{self._where(instruction)}: '{source}' not found in stage '{instruction.flags.get('from')}'"
-                )
-            found.append(rel)
-        return found
-
-    def _owner(self, instruction: Instruction, state: StageState) -> tuple[int, int]:
-        spec = instruction.flags.get("chown")
-        if spec is None:
-            return 0, 0
-        user, _, group = self._expand(instruction, spec, state.scope).partition(":")
-        try:
-            uid = int(user) if user.isdigit() else 0 if user == "root" else -1
-            gid = int(group) if group.isdigit() else uid if not group else 0 if group == "root" else -1
-        except ValueError:
-            uid = gid = -1
-        if uid < 0 or gid < 0:
-            raise BuildError(f"{self._where(instruction)}: --chown={spec}: give numeric ids (or root)")
-        return uid, gid
-
-    def _own_tree(self, top: str, owner: tuple[int, int], mode: int | None) -> None:
-        for path in _walk(top):
-            st = os.lstat(path)
-            if mode is not None and not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, mode)
-                st = os.lstat(path)
-            if os.geteuid() == 0:
-                os.lchown(path, *owner)
-            elif stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-                # rootless: every entry says whose it is, so a later RUN's copy-up keeps it (symlinks can't)
-                record = OverrideStat(owner[0], owner[1], st.st_mode)
-                os.setxattr(path, OVERRIDE_STAT, record.encode())
-
-    def _make_parents(self, layer: str, rel_dir: str) -> None:
-        path = layer
-        for part in [p for p in rel_dir.split("/") if p]:
-            path = os.path.join(path, part)
-            if not os.path.isdir(path):
-                os.mkdir(path, 0o755)
-                os.chmod(path, 0o755)
-                self._own_tree(path, (0, 0), None)
-
-    def _extract_into(self, instruction: Instruction, archive: str, target: str) -> None:
-        tmp = self.store.scratch_dir("add-")
-        os.rmdir(tmp)
-        try:
-            with open(archive, "rb") as f:
-                extract_layer_tar(f, tmp, whiteout_form="file", rootless=os.geteuid() != 0)
-            os.makedirs(target, exist_ok=True)
-            for name in os.listdir(tmp):
-                shutil.move(os.path.join(tmp, name), os.path.join(target, name))
-        except LayerError as exc:
-            raise BuildError(f"{self._where(instruction)}: ADD {os.path.basename(archive)}: {exc}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def _rootfs(self, state: StageState) -> LayersView:
+        """A stage's rootfs to read, straight from its layers (see layerview: no mount needed)."""
+        return LayersView(list(dict.fromkeys(self.store.layer_dir(layer.diff_id) for layer in reversed(state.layers))))
 
     # -- the image ------------------------------------------------------------------------------------------------
 
@@ -621,16 +532,7 @@ class Builder:
         return self.store.commit(config, state.layers)
 
 
-def _is_archive(path: str) -> bool:
-    try:
-        return os.path.isfile(path) and tarfile.is_tarfile(path)
-    except OSError:
-        return False
-
-
-def _walk(top: str) -> Iterator[str]:
-    yield top
-    if os.path.isdir(top) and not os.path.islink(top):
-        for dirpath, dirs, files in os.walk(top):
-            for name in dirs + files:
-                yield os.path.join(dirpath, name)
+def _looks_remote(name: str) -> bool:
+    """Whether an image name points at a registry (a host with a dot or a port, or localhost), as docker reads it."""
+    first = name.split("/", 1)[0]
+    return "/" in name and ("." in first or ":" in first or first == "localhost")
