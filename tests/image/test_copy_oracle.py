@@ -2,9 +2,9 @@
 
 buildah (`bud --layers --isolation chroot`, as root, in its own throwaway storage) is the oracle. Both builds
 start from the same busybox base made from Debian's busybox-static. The two root filesystems are compared entry by
-entry: path, type, owner, mode, symlink target and content hash (never mtimes). Where buildah does something
-docker does not, or leaves things of its own in the image, the difference is written down in BUILDAH_ONLY or
-DOCKER_NOT_BUILDAH below with the reason, and checked to be exactly that.
+entry: path, type, owner, mode, symlink target and content hash (never mtimes). What buildah's RUN leaves in its
+image is listed in BUILDAH_ONLY with the reason: left out of the comparison, and never in imagebuild's image.
+Where buildah does what docker does not, DOCKER_NOT_BUILDAH says so, and the test checks both sides of it.
 """
 
 from __future__ import annotations
