@@ -68,6 +68,15 @@ def copy_xattrs(src: str, dst: str) -> None:
                 raise
 
 
+def own(where: str | int, uid: int, gid: int, *, follow_symlinks: bool) -> None:
+    """chown, only where the owner differs: any chown drops a file's capability (security.capability), as the
+    kernel does it, and a chmod or a copy-up must keep it. (A user's chown through the mount drops it all the
+    same: the kernel removes it before it asks for the change.)"""
+    st = os.stat(where, follow_symlinks=follow_symlinks)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(where, uid, gid, follow_symlinks=follow_symlinks)
+
+
 def copy_data(src_fd: int, dst_fd: int) -> None:
     while True:
         try:
@@ -237,7 +246,7 @@ class Upper:
         """Make dirfd/name show `effective`'s owner and mode: for real where we may, else by record."""
         where: str | int = proc_path(dirfd, name) if name else dirfd  # no name: dirfd itself (the root)
         if self.privileged:
-            os.chown(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
+            own(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
         if not stat.S_ISLNK(effective.st_mode):
             os.chmod(where, self.disk_mode(effective.st_mode))
         if not self.privileged or read_override(dirfd, name or None) is not None:
@@ -246,6 +255,8 @@ class Upper:
     def _set_meta(self, dirfd: int, name: str, st: os.stat_result, src: str | None) -> None:
         """Give dirfd/name the owner, mode, xattrs and times of `st` (read from `src`)."""
         if src is not None:
+            if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
+                own(proc_path(dirfd, name), st.st_uid, st.st_gid, follow_symlinks=False)
             copy_xattrs(src, proc_path(dirfd, name))
         self.set_owner_mode(dirfd, name, st)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
