@@ -19,6 +19,7 @@ from typing import Literal
 
 from .layers import DIR_FLAGS, Layer, Path, lstat_at, read_override
 from .ownership import OverrideStat
+from .privxattr import is_privileged, record_name, recorded_name, shown_xattrs
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from .tree import Node, Tree
 from .whiteout import (
@@ -52,17 +53,25 @@ def proc_path(dirfd: int, name: str | None = None) -> str:
     return f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
 
 
-def copy_xattrs(src: str, dst: str) -> None:
-    """Copy the xattrs a user set (and ownership records) from src to dst; union-internal ones stay behind."""
+def copy_xattrs(src: str, dst: str, *, records: bool = False) -> None:
+    """Copy the xattrs a user set (and ownership records) from src to dst; union-internal ones stay behind.
+    Privileged ones (`security.*`, `trusted.*`) go over as they show at src (privxattr.py): as records when
+    `records` (dst's writer may not set them), else under their own names."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return
-    for name in names:
+    found = {
+        name: os.getxattr(src, name, follow_symlinks=False)
+        for name in names
+        if not is_internal_xattr(name) or name == OVERRIDE_STAT or recorded_name(name) is not None
+    }
+    for name, value in shown_xattrs(found).items():
         if is_internal_xattr(name) and name != OVERRIDE_STAT:
-            continue
+            continue  # a record of union bookkeeping
+        target = record_name(name) if records and is_privileged(name) else name
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
+            os.setxattr(dst, target, value, follow_symlinks=False)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
                 raise
@@ -257,7 +266,7 @@ class Upper:
         if src is not None:
             if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
                 own(proc_path(dirfd, name), st.st_uid, st.st_gid, follow_symlinks=False)
-            copy_xattrs(src, proc_path(dirfd, name))
+            copy_xattrs(src, proc_path(dirfd, name), records=not self.privileged)
         self.set_owner_mode(dirfd, name, st)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 

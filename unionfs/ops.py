@@ -22,6 +22,7 @@ from .layers import Path
 from .listing import Listing
 from .pathlocks import PathLocks
 from .permissions import EXEC, READ, WRITE, allowed, may_delete
+from .privxattr import CAPABILITY, image_capability
 from .syscalls import RENAME_EXCHANGE
 from .tree import Node
 from .union import AttrChange, Owner, Trees, UnionFS
@@ -482,6 +483,8 @@ class UnionOperations(pyfuse3.Operations):
         self.fs.check_xattr_change(os.fsdecode(name), True)
         async with self.locks.shared(*self._leased(inode)):
             node = await self._meta_copied_up(inode, ctx)
+            if os.fsdecode(name) == CAPABILITY:  # set in a user namespace: v3, for its root's uid (privxattr.py)
+                value = image_capability(value, self.ids.store_uid)
             self.fs.setxattr(node, os.fsdecode(name), value)
             self._follow_copy_ups()
 

@@ -16,6 +16,7 @@ from .copyup import THREADED_COPY_MIN, BuiltTree, Content, StagedCopy, TreePlan,
 from .errors import UnionError
 from .layers import Path
 from .ownership import replace_stat
+from .privxattr import is_privileged, record_name, shown_names
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from .tree import Node, Tree
 from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
@@ -144,11 +145,17 @@ class UnionFS:
     def getxattr(self, node: Node, name: str) -> bytes:
         if is_internal_xattr(name):
             raise UnionError(errno.ENODATA)
-        return os.getxattr(self.location(node), name, follow_symlinks=False)
+        where = self.location(node)
+        if is_privileged(name):  # a record kept by an unprivileged writer (privxattr.py) wins over the disk's own
+            try:
+                return os.getxattr(where, record_name(name), follow_symlinks=False)
+            except OSError:
+                pass
+        return os.getxattr(where, name, follow_symlinks=False)
 
     def listxattr(self, node: Node) -> list[str]:
         names = os.listxattr(self.location(node), follow_symlinks=False)
-        return [n for n in names if not is_internal_xattr(n)]
+        return [n for n in shown_names(names) if not is_internal_xattr(n)]
 
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(proc_path(self.tree.layers[0].root_fd))
@@ -560,11 +567,33 @@ class UnionFS:
             raise UnionError(errno.ENODATA)  # (it does not show, so there is nothing to remove)
 
     def setxattr(self, node: Node, name: str, value: bytes) -> None:
+        """Set an xattr; a `security.*` or `trusted.*` one as a record where the upper's writer may not set it."""
         self.check_xattr_change(name, True)
         node = self._copy_up(node, "meta")
-        os.setxattr(self.location(node), name, value, follow_symlinks=False)
+        where = self.location(node)
+        if not is_privileged(name):
+            os.setxattr(where, name, value, follow_symlinks=False)
+        elif self.upper is not None and not self.upper.privileged:
+            os.setxattr(where, record_name(name), value, follow_symlinks=False)
+        else:
+            os.setxattr(where, name, value, follow_symlinks=False)
+            _remove_if_there(where, record_name(name))  # a record would hide what was just set
 
     def removexattr(self, node: Node, name: str) -> None:
+        """Remove an xattr: a privileged one's record and the xattr on disk, whichever it has."""
         self.check_xattr_change(name, False)
         node = self._copy_up(node, "meta")
-        os.removexattr(self.location(node), name, follow_symlinks=False)
+        where = self.location(node)
+        if is_privileged(name) and _remove_if_there(where, record_name(name)):
+            _remove_if_there(where, name)  # and the one on disk, where the writer may remove it
+            return
+        os.removexattr(where, name, follow_symlinks=False)
+
+
+def _remove_if_there(where: str, name: str) -> bool:
+    """Remove xattr `name` if `where` has it and it may be removed; whether it was."""
+    try:
+        os.removexattr(where, name, follow_symlinks=False)
+    except OSError:
+        return False
+    return True

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import stat
 
+from .privxattr import RECORD_PREFIX
+
 WH_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 
@@ -21,12 +23,14 @@ TRUSTED_METACOPY = "trusted.overlay.metacopy"
 USER_METACOPY = "user.overlay.metacopy"
 
 OVERRIDE_STAT = "user.containers.override_stat"
-#: xattr namespaces that belong to union filesystems, never shown through the mount nor settable in it.
+#: xattr namespaces that belong to union filesystems, never shown through the mount nor settable in it
+#: (RECORD_PREFIX: the ownership record and the records of privileged xattrs, see privxattr.py).
 INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (
     "trusted.overlay.",
     "user.overlay.",
     "user.fuseoverlayfs.",
     "user.unionfs.",
+    RECORD_PREFIX,
 )
 
 
