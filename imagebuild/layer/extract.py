@@ -6,7 +6,7 @@ Safety: a layer tar is untrusted input.
   parent on disk is a symlink (or not a directory) is a LayerError. Symlinks are created exactly as given and
   never followed; an entry replacing a symlink replaces the link itself.
 - A hard link must point at a non-directory extracted earlier from the same tar (and still there).
-- Internal xattrs (`whiteouts.is_internal_xattr`: overlay bookkeeping, `user.containers.override_stat`,
+- Internal xattrs (`whiteouts.is_internal_xattr`: overlay bookkeeping, `user.containers.override_*` records,
   `security.selinux`) in the tar are ignored: a layer cannot forge union metadata.
 
 Duplicates: the last entry for a name wins (as with docker and GNU tar): the earlier entry is removed first
@@ -23,7 +23,10 @@ Rootless (`rootless=True`: no chown, no device nodes): the owner and mode of eac
 (and of the root) go into `user.containers.override_stat`; on disk the files stay ours with mode |0600 (|0700
 for directories). Char and block devices become empty regular placeholders whose record carries the file type,
 with `user.unionfs.rdev` = `major:minor`. Fifos are real fifos; their owner is not kept (Linux allows no user
-xattrs on fifos or symlinks).
+xattrs on fifos or symlinks). `security.*` and `trusted.*` xattrs, which an ordinary user may not set, are kept
+as `user.containers.override_NAME` records (unionfs.privxattr), which unionfs shows and the tar writer writes
+as NAME; on symlinks and fifos they are lost. `security.capability` is set in v2 form (a v3 for the image's root
+becomes v2), as root or as a record.
 
 Atomicity: everything is extracted into a fresh temporary directory beside `dest_dir`, flushed (syncfs), and
 renamed onto `dest_dir` (which must be missing or empty); on any error the temporary directory is removed.
@@ -47,6 +50,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Literal, cast
 from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, fsync_dir, set_xattr, syncfs, write_all
 from imagebuild.layer.errors import LayerError
+from unionfs.privxattr import CAPABILITY, image_capability, is_privileged, record_name
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -273,7 +277,12 @@ class _Extractor:
                 raise LayerError(f"{self._name!r}: cannot set xattr {name}: {exc.strerror}") from None
 
     def _xattrs(self, target: int | str, parent_fd: int, member: tarfile.TarInfo) -> None:
+        """The entry's xattrs, after its owner (a chown drops a file capability)."""
         for name, value in _tar_xattrs(member):
+            if name == CAPABILITY:
+                value = image_capability(value)
+            if self._rootless and is_privileged(name):
+                name = record_name(name)
             self._xattr(target, parent_fd, name, value, lenient=True)
 
     @staticmethod

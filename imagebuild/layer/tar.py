@@ -8,6 +8,9 @@ The tar (`write_layer_tar`) is a pure function of the layer's names, contents an
 - The second and later names of a hard-linked file (in that order) are tar hard links to the first.
 - Symlinks, fifos, char and block devices as such; sockets are skipped.
 - xattrs as `SCHILY.xattr.*` PAX records, sorted, internal ones (`whiteouts.is_internal_xattr`) dropped.
+  A rootless layer keeps `security.*` and `trusted.*` xattrs as `user.containers.override_NAME` records
+  (unionfs.privxattr): they are written under NAME. `security.capability` is written in the image's form: v2,
+  where a v3 names the image's root (uid 0, or `host_owner`'s uid); a v3 for another root keeps its uid.
 - `user.containers.override_stat` replaces the on-disk owner and mode; a placeholder regular file whose record
   names a device or fifo is written as that device or fifo (device number from `user.unionfs.rdev`).
 - Whiteouts in either form become an empty regular `.wh.NAME` (mode 0644, owner 0:0, the whiteout's mtime);
@@ -26,12 +29,14 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, read_xattrs
 from imagebuild.layer.errors import LayerError
+from unionfs.privxattr import CAPABILITY, image_capability, shown_xattrs
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -87,17 +92,26 @@ def _effective(path: str, st: os.stat_result, xattrs: dict[str, bytes], host_own
     return _Meta(file_type | stat.S_IMODE(record.mode), record.uid, record.gid, rdev)
 
 
-def _pax_xattrs(path: str, xattrs: dict[str, bytes]) -> dict[str, str]:
+def _pax_xattrs(path: str, xattrs: dict[str, bytes], host_owner: tuple[int, int] | None) -> dict[str, str]:
     records: dict[str, str] = {}
-    for name in sorted(xattrs, key=os.fsencode):
+    shown = shown_xattrs(xattrs)
+    for name in sorted(shown, key=os.fsencode):
         if wh.is_internal_xattr(name):
             continue
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
             raise LayerError(f"{path}: xattr name {name!r} is not UTF-8") from None
-        records["SCHILY.xattr." + name] = xattrs[name].decode("utf-8", "surrogateescape")
+        value = shown[name]
+        if name == CAPABILITY:
+            value = image_capability(value, None if host_owner is None else _image_uid(host_owner[0]))
+        records["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
     return records
+
+
+def _image_uid(host_uid: int) -> Callable[[int], int]:
+    """Rootless: the building user's uid is the image's root."""
+    return lambda uid: 0 if uid == host_uid else uid
 
 
 class _Writer:
@@ -192,7 +206,7 @@ class _Writer:
         fd = _open_same(dir_fd, child, O_DIR, path)
         try:
             info = self._header(path, tarfile.DIRTYPE, meta, child.st)
-            info.pax_headers = _pax_xattrs(path, child.xattrs)
+            info.pax_headers = _pax_xattrs(path, child.xattrs, self._host_owner)
             self._tar.addfile(info)
             self._write_children(fd, path + "/", wh.is_opaque_xattrs(child.xattrs), child.st)
         finally:
@@ -201,7 +215,7 @@ class _Writer:
     def _write_nondir(self, dir_fd: int, path: str, child: _Child, meta: _Meta) -> None:
         kind = _tar_type(meta.mode, path)
         info = self._header(path, kind, meta, child.st)
-        info.pax_headers = _pax_xattrs(path, child.xattrs)
+        info.pax_headers = _pax_xattrs(path, child.xattrs, self._host_owner)
         if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
             info.devmajor, info.devminor = os.major(meta.rdev), os.minor(meta.rdev)
         if kind == tarfile.SYMTYPE:
