@@ -73,6 +73,11 @@ def bwrap_command(
     command = [tool]
     if os.geteuid() != 0:
         command += ["--unshare-user", "--uid", str(uid), "--gid", str(gid)]  # the building user plays the image's
+        if uid == 0:
+            # bubblewrap leaves the namespace's root no capability; a package's `setcap` (iputils-ping's postinst)
+            # needs CAP_SETFCAP there, and the kernel then hands the mount a v3 capability for the building user,
+            # which unionfs keeps as the image root's
+            command += ["--cap-add", "CAP_SETFCAP"]
     elif user != (0, 0):
         # the image's USER for real: drop to it on the host, and let its own namespace map the same ids
         command = [
