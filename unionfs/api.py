@@ -137,13 +137,16 @@ class UnionMount:
 
 
 def _gone(pid: int) -> bool:
+    """The process has exited: it is no more, or a zombie, which holds no file or mount any longer (its
+    parent, usually init since the daemon runs in a session of its own, may reap it seconds later)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return True
-    return False
+    return state in ("Z", "X")
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
