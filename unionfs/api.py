@@ -136,7 +136,7 @@ class UnionMount:
         self.unmount()
 
 
-def _gone(pid: int) -> bool:
+def exited(pid: int) -> bool:
     """The process has exited: it is no more, or a zombie, which holds no file or mount any longer (its
     parent, usually init since the daemon runs in a session of its own, may reap it seconds later)."""
     with contextlib.suppress(ChildProcessError):
@@ -151,7 +151,7 @@ def _gone(pid: int) -> bool:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while not _gone(pid):
+    while not exited(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)

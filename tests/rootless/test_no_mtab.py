@@ -21,6 +21,7 @@ import pytest
 
 from tests.rootless.conftest import User
 from tests.support import wait_until, write
+from unionfs.api import exited
 
 
 class NoMtab:
@@ -119,15 +120,6 @@ class NoMtab:
         self.holder.wait()
 
 
-def gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie (holding no mount or file) that init has yet to reap."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 @pytest.fixture(scope="session")
 def etc_without_mtab(user: User) -> Iterator[Path]:
     """A copy of /etc (made after the test user exists) without mtab."""
@@ -183,7 +175,7 @@ def test_umount_works_without_mtab(nomtab: NoMtab, dirs: dict[str, Path]) -> Non
     done = nomtab.run(nomtab.user.python, "-m", "unionfs", "umount", str(mnt), check=False)
     assert done.returncode == 0, done.stderr
     assert not nomtab.mounted(mnt)
-    assert wait_until(lambda: gone(pid), 20)
+    assert wait_until(lambda: exited(pid), 20)
     assert (dirs["up"] / "new").read_text() == "written\n"
 
 
@@ -191,7 +183,7 @@ def test_sigterm_unmounts_without_mtab(nomtab: NoMtab, dirs: dict[str, Path]) ->
     mnt = dirs["mnt"]
     pid = mount(nomtab, dirs)
     nomtab.run("kill", "-TERM", str(pid))
-    assert wait_until(lambda: gone(pid), 20)
+    assert wait_until(lambda: exited(pid), 20)
     assert not nomtab.mounted(mnt)  # not a dead mount left behind
 
 
@@ -208,7 +200,7 @@ m.unmount()
     pid = int(done.stdout.split()[0]) if done.stdout.strip() else None
     assert done.returncode == 0, done.stderr
     assert not nomtab.mounted(mnt)
-    assert pid is not None and gone(pid)  # reaped before unmount() returned
+    assert pid is not None and exited(pid)  # reaped before unmount() returned
     assert (dirs["up"] / "new").read_text() == "written"
 
 
@@ -231,7 +223,7 @@ except MountError as exc:
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"'{mnt}' is busy: close what uses it (fuser -vm {mnt})"), done.stdout
         assert "/etc/mtab" not in done.stdout
-        assert wait_until(lambda: gone(pid), 20)
+        assert wait_until(lambda: exited(pid), 20)
         assert not nomtab.mounted(mnt)
     finally:
         busy.kill()
