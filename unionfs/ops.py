@@ -25,7 +25,7 @@ from .permissions import EXEC, READ, WRITE, allowed, may_delete
 from .privxattr import CAPABILITY, image_capability
 from .syscalls import RENAME_EXCHANGE
 from .tree import Node
-from .union import AttrChange, Owner, Trees, UnionFS
+from .union import AttrChange, Owner, Trees, UnionFS, check_length, check_name
 
 log = logging.getLogger("unionfs")
 
@@ -297,6 +297,7 @@ class UnionOperations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         parent_node, child = self._child(parent_inode, name)
         self._require(ctx, parent_node, EXEC)
+        check_length(child)  # every call naming it starts here: ENAMETOOLONG, not a cached "no such name"
         node = self.fs.tree.lookup(parent_node, child)
         if node is None:
             negative = pyfuse3.EntryAttributes()
@@ -617,6 +618,7 @@ class UnionOperations(pyfuse3.Operations):
 
     async def _link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         parent, child = self._child(new_parent_inode, new_name)
+        check_name(child)  # before the copy-up
         self._require(ctx, parent, WRITE | EXEC)
         node = self._node(inode)
         if await self._copy_up_aside(node, lambda: self._node(inode)):
@@ -651,6 +653,8 @@ class UnionOperations(pyfuse3.Operations):
     async def rename(
         self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
     ) -> None:
+        check_length(os.fsdecode(name_old))  # before anything is looked up or copied up
+        check_length(os.fsdecode(name_new))
         names = (self._named(parent_inode_old, name_old), self._named(parent_inode_new, name_new))
         old_parent, old = self._child(parent_inode_old, name_old)
         new_parent, new = self._child(parent_inode_new, name_new)

@@ -59,9 +59,16 @@ class Owner:
     gid: int
 
 
-def check_name(name: str) -> None:
+def check_length(name: str) -> None:
+    """ENAMETOOLONG for a name no layer can hold, as a local filesystem answers before it looks anything up: the
+    kernel passes FUSE names up to PATH_MAX - 1 bytes long."""
     if len(os.fsencode(name)) > NAME_MAX:
         raise UnionError(errno.ENAMETOOLONG)
+
+
+def check_name(name: str) -> None:
+    """A name a new entry may take: one that fits, and is not a whiteout's."""
+    check_length(name)
     if is_whiteout_name(name):
         raise UnionError(errno.EINVAL, f"{name!r} is reserved for whiteouts")
 
@@ -92,6 +99,7 @@ class UnionFS:
         return node
 
     def lookup(self, parent: Node, name: str) -> Node:
+        check_length(name)
         if not parent.is_dir:
             raise UnionError(errno.ENOTDIR)
         node = self.tree.lookup(parent, name)
@@ -292,6 +300,7 @@ class UnionFS:
         )
 
     def mknod(self, parent: Node, name: str, mode: int, rdev: int, owner: Owner) -> Node:
+        check_name(name)
         if is_chardev_whiteout(mode, rdev):
             raise UnionError(errno.EPERM, "a 0/0 character device is a whiteout")
         upper = self._writer()
@@ -315,6 +324,7 @@ class UnionFS:
         )
 
     def link(self, node: Node, parent: Node, name: str) -> Node:
+        check_name(name)  # before the copy-up
         if node.is_dir:
             raise UnionError(errno.EPERM)
         node = self._copy_up(node)
@@ -326,6 +336,7 @@ class UnionFS:
         return self._new_entry(parent, name, False, build, None, node.st.st_mode)
 
     def unlink(self, parent: Node, name: str) -> None:
+        check_length(name)
         upper = self._writer()
         node = self.lookup(parent, name)
         if node.is_dir:
@@ -344,6 +355,7 @@ class UnionFS:
             self.tree.reshaped()
 
     def _rmdir(self, parent: Node, name: str) -> None:
+        check_length(name)
         upper = self._writer()
         node = self.lookup(parent, name)
         if not node.is_dir:

@@ -1,0 +1,197 @@
+"""Name limits: what programs see on ext4 and kernel overlayfs.
+
+Each call is made twice, through the mount and on a plain directory of the same filesystem (ext4 here) holding
+the same files, and the two answers must be the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fs.conftest import Mounter
+from tests.support import snapshot, upper_snapshot, write
+
+BLOCK = 65536
+
+
+def answer(call: Callable[..., object], *args: Any, **kwargs: Any) -> str:
+    """The name of the errno `call(*args, **kwargs)` fails with, or "ok"."""
+    try:
+        call(*args, **kwargs)
+    except OSError as exc:
+        return errno.errorcode[exc.errno or 0]
+    return "ok"
+
+
+def fill(path: Path) -> None:
+    """The same files in a layer and in the plain directory: a file, a directory with a file, a larger file."""
+    write(path / "f", "lower file\n")
+    write(path / "d" / "inner", "inner\n")
+    write(path / "data", bytes(range(256)) * (3 * BLOCK // 256))
+
+
+@pytest.fixture
+def pair(mounter: Mounter, tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(mount, plain directory, upper): a lower layer and the plain directory hold the same files, then the
+    same upper-only directory and file are made in both."""
+    lower, upper, work, plain = (tmp_path / n for n in ("lower", "upper", "work", "plain"))
+    for d in (lower, upper, work, plain):
+        d.mkdir()
+    fill(lower)
+    fill(plain)
+    mnt = mounter([lower], upper, work).mountpoint
+    for root in (mnt, plain):
+        write(root / "u" / "made", "upper file\n")
+        write(root / "uf", "upper file\n")
+        os.mkdir(root / "d" / "m")  # a merged directory's upper part
+    yield mnt, plain, upper
+
+
+# -- name limits -------------------------------------------------------------------------------------------------
+
+#: Each call on path `p` (relative to the root), with `f`, `d` and `u` (a lower file, a lower directory and an
+#: upper one) at the other end.
+NAME_CALLS: dict[str, Callable[[str], object]] = {
+    "lstat": os.lstat,
+    "stat": os.stat,
+    "statvfs": os.statvfs,
+    "readlink": os.readlink,
+    "listdir": os.listdir,
+    "open": lambda p: os.close(os.open(p, os.O_RDONLY)),
+    "open-write": lambda p: os.close(os.open(p, os.O_WRONLY)),
+    "unlink": os.unlink,
+    "rmdir": os.rmdir,
+    "chmod": lambda p: os.chmod(p, 0o600),
+    "chown": lambda p: os.chown(p, 0, 0, follow_symlinks=False),
+    "truncate": lambda p: os.truncate(p, 0),
+    "utime": lambda p: os.utime(p, (1, 1), follow_symlinks=False),
+    "getxattr": lambda p: os.getxattr(p, "user.x", follow_symlinks=False),
+    "setxattr": lambda p: os.setxattr(p, "user.x", b"1", follow_symlinks=False),
+    "creat": lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)),
+    "mkdir": os.mkdir,
+    "mkfifo": os.mkfifo,
+    "mknod-0/0": lambda p: os.mknod(p, stat.S_IFCHR | 0o600, 0),  # a whiteout's form: its check comes later
+    "symlink": lambda p: os.symlink("f", p),
+    "link-lower-file": lambda p: os.link("f", p),
+    "rename-lower-file": lambda p: os.rename("f", p),
+    "rename-lower-dir": lambda p: os.rename("d", p),
+    "rename-upper-dir": lambda p: os.rename("u", p),
+    "rename-from": lambda p: os.rename(p, "u/renamed"),
+}
+#: 256: one byte over NAME_MAX; 4095: the longest name the kernel hands a FUSE filesystem to look up
+LENGTHS = (256, 1025, 4095)
+#: where the long name stands: last, or in the middle, under the root, a lower, merged or upper directory, or
+#: under a file (ENOTDIR first)
+PLACES = ("{}", "d/{}", "d/m/{}", "u/{}", "{}/f", "d/{}/inner", "u/{}/x", "f/{}", "uf/{}")
+
+
+@pytest.mark.parametrize("call", sorted(NAME_CALLS))
+def test_too_long_names_get_what_ext4_gives(
+    pair: tuple[Path, Path, Path], call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mnt, plain, upper = pair
+    before = upper_snapshot(upper)
+    got: dict[str, str] = {}
+    want: dict[str, str] = {}
+    for length in LENGTHS:
+        for place in PLACES:
+            path = place.format("n" * length)  # relative: the longest names fit in PATH_MAX only so
+            label = f"{place.format(f'<{length} bytes>')}"
+            monkeypatch.chdir(plain)
+            want[label] = answer(NAME_CALLS[call], path)
+            monkeypatch.chdir(mnt)
+            got[label] = answer(NAME_CALLS[call], path)
+    assert got == want
+    assert "ENAMETOOLONG" in want.values()
+    # nothing was copied up, whited out or made on the way to the answer
+    assert upper_snapshot(upper) == before
+    assert snapshot(mnt) == snapshot(plain)
+
+
+def test_a_name_of_255_bytes_works_and_is_not_confused_with_a_longer_one(pair: tuple[Path, Path, Path]) -> None:
+    mnt, plain, _ = pair
+    name = "n" * 255
+    for root in (mnt, plain):
+        write(root / "d" / name, "max\n")
+        assert answer(os.lstat, root / "d" / (name + "x")) == "ENAMETOOLONG"
+        os.rename(root / "d" / name, root / "u" / name)
+        assert (root / "u" / name).read_text() == "max\n"
+    assert snapshot(mnt) == snapshot(plain)
+
+
+def test_paths_longer_than_path_max_work_through_directory_fds(mounter: Mounter, tmp_path: Path) -> None:
+    """A tree deeper than PATH_MAX: a full path to its bottom is ENAMETOOLONG (the kernel's answer, for both);
+    walked a directory at a time, the mount copies up, creates, renames and removes there as ext4 does."""
+    lower, upper, work, plain = (tmp_path / n for n in ("lower", "upper", "work", "plain"))
+    for d in (lower, upper, work, plain):
+        d.mkdir()
+    component, depth = "p" * 250, 20  # about 5 KiB below the root
+    for root in (lower, plain):
+        fd = deep_dir(root, component, depth, create=True)
+        os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        os.close(fd)
+    mnt = mounter([lower], upper, work).mountpoint
+    results = {}
+    for root in (mnt, plain):
+        full = os.path.join(root, *[component] * depth, "bottom")
+        fd = deep_dir(root, component, depth)
+        try:
+            results[root] = [
+                answer(os.stat, full),
+                answer(write_at, fd, "bottom", b"written deep\n"),
+                answer(write_at, fd, "new", b"new\n"),
+                answer(os.rename, "new", "renamed", src_dir_fd=fd, dst_dir_fd=fd),
+                answer(os.mkdir, "sub", dir_fd=fd),
+                answer(os.rmdir, "sub", dir_fd=fd),
+                sorted(os.listdir(fd)),
+                read_at(fd, "bottom"),
+                read_at(fd, "renamed"),
+            ]
+        finally:
+            os.close(fd)
+    assert results[mnt] == results[plain]
+    assert results[mnt][0] == "ENAMETOOLONG"
+    fd = deep_dir(upper, component, depth)  # the lower file was copied up, parents first
+    try:
+        assert read_at(fd, "bottom") == b"written deep\n"
+    finally:
+        os.close(fd)
+    fd = deep_dir(lower, component, depth)
+    try:
+        assert read_at(fd, "bottom") == b""
+    finally:
+        os.close(fd)
+
+
+def deep_dir(root: Path, component: str, depth: int, create: bool = False) -> int:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        if create:
+            os.mkdir(component, dir_fd=fd)
+        child = os.open(component, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def write_at(dirfd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644, dir_fd=dirfd)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_at(dirfd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dirfd)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
