@@ -1,4 +1,4 @@
-"""Rebuild the installed pyfuse3 with four small patches.
+"""Rebuild the installed pyfuse3 with five small patches.
 
 1. readdir() learns the directory's inode when there is no opendir handler. pyfuse3 hands readdir() only the
    file handle opendir() returned. A filesystem that answers opendir with ENOSYS gets the kernel's readdir cache
@@ -21,6 +21,10 @@
    trip through trio's scheduler per request, even when the handler never waits. Here a worker keeps that right while
    its handlers answer without suspending, and passes it on the moment one suspends (waiting on a thread or a
    lock), so a slow request still never holds up the next (`pyfuse3_patch/session_loop.pxi`).
+5. fallocate(2) reaches the filesystem. pyfuse3 has no FALLOCATE handler, so libfuse answers ENOSYS and the kernel
+   refuses every later fallocate on the mount with EOPNOTSUPP. With this patch, when the Operations object has an
+   async `fallocate(fh, mode, offset, length)`, pyfuse3 registers a handler that calls it
+   (`pyfuse3_patch/fallocate.pxi`); without one, libfuse answers as before.
 
 `pyfuse3.UNIONFS_PATCH_LEVEL` says which patches are in. unionfs uses them when present and works unpatched too.
 
@@ -37,7 +41,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PATCH_LEVEL = 5  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
+PATCH_LEVEL = 6  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
 PARTS = Path(__file__).with_name("pyfuse3_patch")  # the new code, in Cython: read it there
 REQUIREMENT = "pyfuse3>=3.3"  # as pyproject.toml asks
 
@@ -51,6 +55,8 @@ READ = (
     "                     fuse_file_info *fi):\n"
 )
 INIT = "    conn.want &= ~(<unsigned> FUSE_CAP_READDIRPLUS_AUTO)\n"
+CREATE = "cdef void fuse_create (fuse_req_t req, fuse_ino_t parent, const_char *name,\n"
+POLL = "    fuse_ops.poll = fuse_poll\n"
 
 # (file, from, to, new text): the stock code from `from` through `to` (or just `from` when `to` is empty) is
 # replaced. A pyfuse3 without that code is left alone.
@@ -75,6 +81,14 @@ EDITS = [
         "",
         INIT + "    if getattr(operations, 'read_fd', None) is not None and conn.capable & FUSE_CAP_SPLICE_WRITE:\n"
         "        conn.want |= FUSE_CAP_SPLICE_WRITE  # read_fd's replies: splice the data, no copy in the daemon\n",
+    ),
+    ("src/pyfuse3/handlers.pxi", CREATE, "", (PARTS / "fallocate.pxi").read_text() + CREATE),
+    (
+        "src/pyfuse3/internal.pxi",
+        POLL,
+        "",
+        POLL + "    if getattr(operations, 'fallocate', None) is not None:\n"
+        "        fuse_ops.fallocate = fuse_fallocate  # (else libfuse answers ENOSYS, as stock)\n",
     ),
     (
         "src/pyfuse3/internal.pxi",
@@ -157,7 +171,9 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 0
-    print(f"patch_pyfuse3: pyfuse3 {version} built with the patches: cached listings, direct reads and writes")
+    print(
+        f"patch_pyfuse3: pyfuse3 {version} built with the patches: cached listings, direct reads and writes, fallocate"
+    )
     return 0
 
 

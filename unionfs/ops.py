@@ -390,6 +390,17 @@ class UnionOperations(pyfuse3.Operations):
         return handle.fd
 
     @translate
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """Called by a pyfuse3 with the fallocate patch (`scripts/patch_pyfuse3.py`); a stock one answers ENOSYS,
+        which the kernel turns into EOPNOTSUPP. The kernel sends it only for handles open for writing, whose files
+        are upper files; it passes on only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE (COLLAPSE_RANGE and INSERT_RANGE
+        it refuses itself), then drops the attributes it cached."""
+        handle = self._files[fh]
+        if handle.lower:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        self.fs.fallocate(handle.fd, mode, offset, length)  # (a change: cached nodes and listings go)
+
+    @translate
     async def flush(self, fh: int) -> None:
         # Nothing to do at close(2): saying so once (ENOSYS) stops the kernel sending FLUSH for every close.
         raise pyfuse3.FUSEError(errno.ENOSYS)

@@ -17,7 +17,7 @@ from .errors import UnionError
 from .layers import Path
 from .ownership import replace_stat
 from .privxattr import is_privileged, record_name, shown_names
-from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, renameat2
 from .tree import Node, Tree
 from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
 
@@ -538,6 +538,12 @@ class UnionFS:
         if change.sets_times:
             os.utime(where, ns=change.times_ns(os.stat(where, follow_symlinks=False)), follow_symlinks=False)
         return self.resolve(node.path)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) on `fd`, a handle's upper file (opening it for writing copied it up): every mode the
+        upper's filesystem has, with its answer where it has not."""
+        self._writer()
+        fallocate(fd, mode, offset, length)
 
     def setattr_unlinked(self, fd: int, change: AttrChange) -> os.stat_result:
         """setattr of an upper file whose every name is gone, through an fd still open on it (ftruncate,

@@ -1,12 +1,14 @@
-"""Name limits: what programs see on ext4 and kernel overlayfs.
+"""Name limits and fallocate(2): what programs see on ext4 and kernel overlayfs.
 
 Each call is made twice, through the mount and on a plain directory of the same filesystem (ext4 here) holding
-the same files, and the two answers must be the same.
+the same files, and the two answers (errno, size, blocks, content) must be the same.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -195,3 +197,109 @@ def read_at(dirfd: int, name: str) -> bytes:
         return os.read(fd, 1 << 16)
     finally:
         os.close(fd)
+
+
+# -- fallocate ---------------------------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+KEEP_SIZE, PUNCH_HOLE, COLLAPSE_RANGE, ZERO_RANGE, INSERT_RANGE = 0x01, 0x02, 0x08, 0x10, 0x20
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+#: the modes FUSE passes on to the filesystem
+MODES = {
+    "plain": 0,
+    "keep-size": KEEP_SIZE,
+    "punch-hole": PUNCH_HOLE | KEEP_SIZE,
+    "zero-range": ZERO_RANGE,
+    "zero-range-keep-size": ZERO_RANGE | KEEP_SIZE,
+}
+#: (offset, length) of each call: inside the data, across its end, far past it, and unaligned
+RANGES = ((BLOCK, BLOCK), (2 * BLOCK + 4096, 2 * BLOCK), (8 * BLOCK, BLOCK), (100, 5000))
+
+
+#: st_blocks counts ext4's extent-tree blocks too: whether a file needs one depends on how fragmented its free
+#: space was, so two files given the same calls may differ by one 4 KiB block (8 sectors) and no more
+TREE_BLOCK = 8
+
+
+def allocation(path: Path, fd: int, blocks: list[int]) -> tuple[object, ...]:
+    """What a program sees of a file after fallocate: its size through its fd and through a fresh stat of its
+    name, and its data; its st_blocks both ways go to `blocks`."""
+    st, named = os.fstat(fd), os.stat(path)
+    blocks.extend((st.st_blocks, named.st_blocks))
+    return st.st_size, named.st_size, hashlib.sha256(os.pread(fd, 16 * BLOCK, 0)).hexdigest()
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("where", ["new file", "lower file", "upper file"])
+def test_fallocate_matches_ext4(pair: tuple[Path, Path, Path], mode: str, where: str) -> None:
+    mnt, plain, upper = pair
+    name = {"new file": "new", "lower file": "data", "upper file": "u/made"}[where]
+    for root in (mnt, plain):
+        if where == "new file":
+            write(root / name, bytes(range(256)) * (3 * BLOCK // 256))
+    got: list[object] = []
+    want: list[object] = []
+    blocks: dict[Path, list[int]] = {mnt: [], plain: [], upper: []}
+    for root, results in ((mnt, got), (plain, want)):
+        fd = os.open(root / name, os.O_RDWR)
+        try:
+            results.append(allocation(root / name, fd, blocks[root]))
+            for offset, length in RANGES:
+                results.append(answer(fallocate, fd, MODES[mode], offset, length))
+                results.append(allocation(root / name, fd, blocks[root]))
+                if root == mnt:  # (a lower file is copied up when opened for writing)
+                    blocks[upper].extend([os.stat(upper / name).st_blocks] * 2)
+        finally:
+            os.close(fd)
+        results.append(os.stat(root / name).st_size)  # after close
+        blocks[root].append(os.stat(root / name).st_blocks)
+    assert got == want
+    assert got[1] == "ok"
+    # the kernel's cached attributes follow every call: the mount shows the upper file's blocks
+    assert blocks[mnt][2:-1] == blocks[upper] and blocks[mnt][-1] == blocks[mnt][-2]
+    assert all(abs(a - b) <= TREE_BLOCK for a, b in zip(blocks[mnt], blocks[plain], strict=True)), blocks
+    assert (upper / name).read_bytes() == (plain / name).read_bytes()
+
+
+def test_fallocate_through_a_write_only_handle_and_a_read_only_one(pair: tuple[Path, Path, Path]) -> None:
+    """A write-only handle writes past the mount's page cache (direct I/O): fallocate on it behaves the same; a
+    read-only handle gets EBADF, as the kernel gives on any filesystem."""
+    mnt, plain, _ = pair
+    got: list[object] = []
+    want: list[object] = []
+    for root, results in ((mnt, got), (plain, want)):
+        for flags in (os.O_WRONLY, os.O_RDONLY):
+            fd = os.open(root / "f", flags)
+            try:
+                results.append(answer(fallocate, fd, 0, 0, 3 * BLOCK))
+                results.append(answer(fallocate, fd, PUNCH_HOLE | KEEP_SIZE, 0, 4))
+                results.append((os.fstat(fd).st_size, os.fstat(fd).st_blocks))
+            finally:
+                os.close(fd)
+        results.append((root / "f").read_bytes())
+    assert got == want
+    assert got[:2] == ["ok", "ok"] and got[3:5] == ["EBADF", "EBADF"]
+
+
+@pytest.mark.parametrize("mode", ["collapse-range", "insert-range"])
+def test_fallocate_modes_the_kernel_keeps_from_fuse(pair: tuple[Path, Path, Path], mode: str) -> None:
+    """COLLAPSE_RANGE and INSERT_RANGE: ext4 has them, but the kernel's FUSE client refuses them (EOPNOTSUPP)
+    before any FUSE filesystem is asked, fuse-overlayfs's too. The file is left as it was."""
+    mnt, plain, _ = pair
+    flag = {"collapse-range": COLLAPSE_RANGE, "insert-range": INSERT_RANGE}[mode]
+    before = (plain / "data").read_bytes()
+    for root, expected in ((plain, "ok"), (mnt, errno.errorcode[errno.EOPNOTSUPP])):
+        fd = os.open(root / "data", os.O_RDWR)
+        try:
+            assert answer(fallocate, fd, flag, BLOCK, BLOCK) == expected
+        finally:
+            os.close(fd)
+    assert (mnt / "data").read_bytes() == before != (plain / "data").read_bytes()
