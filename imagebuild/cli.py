@@ -325,7 +325,7 @@ def image_mount(
     store: Store, image: Image, mountpoint: str, name: str | None, options: Sequence[str] = (), owned: bool = True
 ) -> UnionMount:
     """The union of an image's layers (and container `name`'s layer). `owned`: it goes when this process does."""
-    lowers = [store.layer_dir(layer.diff_id) for layer in reversed(image.layers)]
+    lowers = store.lower_dirs(image.layers)
     if not lowers:
         lowers = [store.scratch_dir("empty-")]
     if name is None:

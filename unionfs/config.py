@@ -213,12 +213,67 @@ def _check_dir(kind: str, path: str) -> str:
     return os.path.realpath(path)
 
 
+#: what to do about two of a mount's directories that overlap, by their kinds
+OVERLAP_ADVICE = {
+    ("upperdir", "workdir"): "use two separate directories",
+    ("upperdir", "lowerdir"): "keep the upper outside every lower layer",
+    ("workdir", "lowerdir"): "keep the work dir outside every lower layer",
+    ("lowerdir", "lowerdir"): "list each layer once, none inside another",
+}
+
+
+def mount_roots() -> list[tuple[str, str, str]]:
+    """(mount point, filesystem, root of the mount inside its filesystem) of every mount, in mount order."""
+    mounts = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            fields = line.split(" ")
+            mounts.append((unescape_octal(fields[4]), fields[2], unescape_octal(fields[3])))
+    return mounts
+
+
+def unescape_octal(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it, with its \\ooo escapes undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fs_location(path: str, mounts: list[tuple[str, str, str]]) -> tuple[str, str]:
+    """Where real path `path` lies: its filesystem and its path there, the same for a directory reached through a
+    bind mount as reached directly (the kernel's overlap checks see through bind mounts too)."""
+    point, device, root = "/", "", "/"
+    for mount in mounts:  # the deepest mount holding it; of mounts stacked on one point, the last (the top)
+        if _inside(path, mount[0]) and len(mount[0]) >= len(point):
+            point, device, root = mount
+    rest = path[len(point) :].strip("/")
+    return device, os.path.join(root, rest) if rest else root
+
+
+def check_overlaps(upper: str | None, work: str | None, lowers: list[str]) -> None:
+    """Refuse directories that overlap, as kernel overlayfs does (the same directory twice; a lower inside
+    another, inside the upper or inside the work dir; the upper and the work dir nested), and also what the
+    kernel lets through but would write into a read-only layer: the upper or the work dir inside a lower."""
+    try:
+        mounts = mount_roots()
+    except OSError:
+        mounts = []
+    kinds = ([("upperdir", upper), ("workdir", work)] if upper and work else []) + [("lowerdir", d) for d in lowers]
+    dirs = [(kind, path, fs_location(path, mounts)) for kind, path in kinds if path]
+    for index, (kind, path, (device, at)) in enumerate(dirs):
+        for other_kind, other, (other_device, other_at) in dirs[index + 1 :]:
+            if device != other_device or not (_inside(at, other_at) or _inside(other_at, at)):
+                continue
+            advice = OVERLAP_ADVICE[(kind, other_kind)]
+            if path == other and kind == other_kind:
+                raise ConfigError(f"{kind} '{path}' is given twice: list each layer once")
+            raise ConfigError(f"{kind} '{path}' and {other_kind} '{other}' overlap: {advice}")
+
+
 def mounted_points() -> set[str]:
     points = set()
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
         for line in info:
             fields = line.split(" ")
-            points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+            points.add(unescape_octal(fields[4]))
     return points
 
 
@@ -267,11 +322,7 @@ def validate(config: MountConfig) -> MountConfig:
     if not os.path.isdir(config.mountpoint):
         raise ConfigError(f"mount point '{config.mountpoint}' is not a directory: give an empty directory")
     mountpoint = os.path.realpath(config.mountpoint)
-    for lower in lowers:
-        if upper and (_inside(upper, lower) or _inside(lower, upper)):
-            raise ConfigError(
-                f"upperdir '{upper}' and lowerdir '{lower}' overlap: keep the upper outside every lower layer"
-            )
+    check_overlaps(upper, work, lowers)
     for layer in [*lowers, *([upper, work] if upper and work else [])]:
         if _inside(mountpoint, layer):
             raise ConfigError(f"mount point '{mountpoint}' is inside layer '{layer}': mount elsewhere")
@@ -280,8 +331,6 @@ def validate(config: MountConfig) -> MountConfig:
             raise ConfigError(
                 f"workdir '{work}' is on another filesystem than upperdir '{upper}': put both on one filesystem"
             )
-        if _inside(work, upper) or _inside(upper, work):
-            raise ConfigError(f"workdir '{work}' and upperdir '{upper}' overlap: use two separate directories")
         foreign = sorted(set(os.listdir(work)) - {WORK_SUBDIR})
         if foreign:
             raise ConfigError(

@@ -372,7 +372,7 @@ class Builder:
     # RUN
 
     def _lowers(self, state: StageState, empty: str) -> list[str]:
-        return [self.store.layer_dir(layer.diff_id) for layer in reversed(state.layers)] or [empty]
+        return self.store.lower_dirs(state.layers) or [empty]
 
     def _run(self, instruction: Instruction, state: StageState) -> str:
         upper = self.store.scratch_dir("upper-")

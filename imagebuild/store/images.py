@@ -144,6 +144,12 @@ class Store:
     def layer_dir(self, diff_id: str) -> str:
         return os.path.join(self.root, "layers", diff_id.removeprefix("sha256:"))
 
+    def lower_dirs(self, layers: list[Layer]) -> list[str]:
+        """The directories a union mount of `layers` (bottom first, as an image lists them) stacks: top first, each
+        once. Steps that change nothing make the same empty layer again; a layer's lower copy adds nothing the
+        higher one does not already show, and unionfs, as overlayfs, refuses a directory given twice."""
+        return list(dict.fromkeys(self.layer_dir(layer.diff_id) for layer in reversed(layers)))
+
     def scratch_dir(self, prefix: str) -> str:
         """A fresh directory under the store's tmp/; 0755, as it may become a layer's (so a rootfs's) root."""
         path = tempfile.mkdtemp(prefix=prefix, dir=os.path.join(self.root, "tmp"))

@@ -1,16 +1,19 @@
-"""Name limits and fallocate(2): what programs see on ext4 and kernel overlayfs.
+"""Name limits, fallocate(2) and overlapping layer directories: what programs see on ext4 and kernel overlayfs.
 
 Each call is made twice, through the mount and on a plain directory of the same filesystem (ext4 here) holding
-the same files, and the two answers (errno, size, blocks, content) must be the same.
+the same files, and the two answers (errno, size, blocks, content) must be the same. Overlapping directories
+are refused as kernel overlayfs refuses them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from typing import Any
 import pytest
 
 from tests.fs.conftest import Mounter
-from tests.support import snapshot, upper_snapshot, write
+from tests.support import UNIONFS, is_mounted, kernel_overlay, snapshot, upper_snapshot, write
+from unionfs.api import reap
 
 BLOCK = 65536
 
@@ -303,3 +307,128 @@ def test_fallocate_modes_the_kernel_keeps_from_fuse(pair: tuple[Path, Path, Path
         finally:
             os.close(fd)
     assert (mnt / "data").read_bytes() == before != (plain / "data").read_bytes()
+
+
+# -- overlapping directories -------------------------------------------------------------------------------------
+
+#: (lowerdir, upperdir, workdir) among directories A, B, U, W (each with a `sub`) and S -> A; whether kernel
+#: overlayfs refuses it too (Linux 6.18); what our one line says. The kernel lets an upper or a work dir inside a
+#: lower through: refused here all the same, as writes through the mount would change a layer that must not
+#: change (ARCHITECTURE section 3).
+UPPER_LOWER = "overlap: keep the upper outside every lower layer"
+WORK_LOWER = "overlap: keep the work dir outside every lower layer"
+UPPER_WORK = "overlap: use two separate directories"
+LOWER_LOWER = "overlap: list each layer once, none inside another"
+TWICE = "is given twice: list each layer once"
+OVERLAPS = {
+    "upper inside a lower": ("A", "A/sub", "W", False, UPPER_LOWER),
+    "work dir inside a lower": ("A", "U", "A/sub", False, WORK_LOWER),
+    "lower inside the upper": ("U/sub", "U", "W", True, UPPER_LOWER),
+    "lower inside the work dir": ("W/sub", "U", "W", True, WORK_LOWER),
+    "work dir inside the upper": ("A", "U", "U/sub", True, UPPER_WORK),
+    "upper inside the work dir": ("A", "W/sub", "W", True, UPPER_WORK),
+    "work dir is the upper": ("A", "U", "U", True, UPPER_WORK),
+    "upper is a lower": ("A", "A", "W", True, UPPER_LOWER),
+    "work dir is a lower": ("A", "U", "A", True, WORK_LOWER),
+    "a lower twice": ("A:B:A", None, None, True, TWICE),
+    "a lower twice through a symlink": ("A:B:S", "U", "W", True, TWICE),
+    "a lower inside a lower": ("A:A/sub", None, None, True, LOWER_LOWER),
+    "a lower inside a lower below it": ("A/sub:B:A", "U", "W", True, LOWER_LOWER),
+}
+
+
+def overlap_tree(base: Path) -> Path:
+    for d in ("A/sub", "B", "U/sub", "W/sub", "mnt"):
+        (base / d).mkdir(parents=True)
+    os.symlink("A", base / "S")
+    return base
+
+
+def options(base: Path, lowers: str, upper: str | None, work: str | None) -> str:
+    text = "lowerdir=" + ":".join(str(base / d) for d in lowers.split(":"))
+    if upper is not None and work is not None:
+        text += f",upperdir={base / upper},workdir={base / work}"
+    return text
+
+
+@contextlib.contextmanager
+def cli_mount(base: Path, opts: str) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`unionfs mount` as a user runs it; whatever it mounted is unmounted and its daemon reaped."""
+    mnt, pidfile = base / "mnt", base / "pid"
+    try:
+        yield subprocess.run(
+            [*UNIONFS, "mount", "-o", opts, "--pidfile", str(pidfile), str(mnt)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        if is_mounted(mnt):
+            subprocess.run([*UNIONFS, "umount", str(mnt)], capture_output=True, timeout=60)
+        if pidfile.exists():
+            reap(int(pidfile.read_text()))
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+def kernel_mounts(base: Path, lowers: str, upper: str | None, work: str | None) -> bool:
+    """Whether kernel overlayfs mounts these directories (unmounted again at once)."""
+    try:
+        with kernel_overlay(
+            base / "mnt",
+            [base / d for d in lowers.split(":")],
+            base / upper if upper else None,
+            base / work if work else None,
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+def test_overlapping_directories_are_refused_in_one_line(tmp_path: Path, case: str) -> None:
+    lowers, upper, work, kernel_refuses, says = OVERLAPS[case]
+    base = overlap_tree(tmp_path / "ours")
+    before = snapshot(base)
+    with cli_mount(base, options(base, lowers, upper, work)) as done:
+        mounted = is_mounted(base / "mnt")
+    assert not mounted
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unionfs: error: ") and says in lines[0], done.stderr
+    assert snapshot(base) == before  # nothing made in the work dir or anywhere else
+    # what the refusal is measured against, where kernel overlayfs can be mounted
+    if os.geteuid() == 0 and kernel_mounts(overlap_tree(tmp_path / "probe"), "A:B", "U", "W"):
+        assert kernel_mounts(overlap_tree(tmp_path / "kernel"), lowers, upper, work) != kernel_refuses
+
+
+def test_bind_mounts_do_not_hide_an_overlap(tmp_path: Path) -> None:
+    """An upper reached through a bind mount of a directory inside a lower is still inside that lower; so is a
+    lower reached that way."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount")
+    base = overlap_tree(tmp_path)
+    (base / "X").mkdir()
+    subprocess.run(["mount", "--bind", str(base / "A" / "sub"), str(base / "X")], check=True)
+    try:
+        with cli_mount(base, options(base, "A", "X", "W")) as upper_in_lower:
+            mounted = is_mounted(base / "mnt")
+        with cli_mount(base, options(base, "B:X:A", None, None)) as lower_in_lower:
+            mounted = mounted or is_mounted(base / "mnt")
+    finally:
+        subprocess.run(["umount", str(base / "X")], check=True)
+    assert not mounted
+    assert upper_in_lower.returncode == 2 and UPPER_LOWER in upper_in_lower.stderr, upper_in_lower
+    assert lower_in_lower.returncode == 2 and LOWER_LOWER in lower_in_lower.stderr, lower_in_lower
+
+
+def test_directories_side_by_side_with_a_common_prefix_mount(mounter: Mounter, tmp_path: Path) -> None:
+    """/x/A and /x/A2, /x/U and /x/Uw do not overlap: layers side by side still mount."""
+    for d in ("A", "A2"):
+        write(tmp_path / d / "f", d)
+    for d in ("U", "Uw"):
+        (tmp_path / d).mkdir()
+    m = mounter([tmp_path / "A", tmp_path / "A2"], tmp_path / "U", tmp_path / "Uw").mountpoint
+    assert (m / "f").read_text() == "A"
+    (m / "g").write_text("g")
+    assert (tmp_path / "U" / "g").read_text() == "g"

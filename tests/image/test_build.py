@@ -49,6 +49,18 @@ def test_two_images_from_one_base_store_its_layers_once(tool: Tool, ctx: Path, t
     assert {d.removeprefix("sha256:") for d in base} <= stored  # one directory per layer, shared
 
 
+def test_steps_that_change_nothing_make_one_layer_twice_and_later_steps_still_mount(
+    tool: Tool, ctx: Path, mounted_image: Any
+) -> None:
+    """Two RUNs that change nothing store the same empty layer twice in the image; unionfs (as overlayfs) refuses
+    a directory given twice, so a mount stacks that layer's directory once, which shows the same tree."""
+    dockerfile(ctx, "FROM busybox\nRUN true\nRUN true\nRUN echo after > /after\n")
+    tool.build(ctx, "-t", "twice")
+    layers = tool.inspect("twice")["RootFS"]["Layers"]
+    assert layers[-3] == layers[-2]  # type: ignore[index]
+    assert (mounted_image("twice") / "after").read_text() == "after\n"
+
+
 def test_config_instructions(tool: Tool, ctx: Path) -> None:
     dockerfile(
         ctx,
