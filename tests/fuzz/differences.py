@@ -37,6 +37,8 @@ Never generated (would differ by design, documented in README "Writing"):
     xattrs `user.overlay.*` etc. union bookkeeping: we hide and refuse them, the kernel (without userxattr)
                                  treats them as plain user xattrs
     absolute symlink targets     an operation following one would touch the host
+    fallocate COLLAPSE_RANGE,    the kernel's FUSE client refuses them (EOPNOTSUPP) before any FUSE filesystem is
+    INSERT_RANGE                 asked; ext4 and kernel overlayfs do them
 
 Known bugs: none open. While a bug the fuzzer found is open, add a KNOWN_BUG_* flag here (True, with a
 reproducer in its comment) and have the state machine stop generating the pattern that shows it, so the rest of

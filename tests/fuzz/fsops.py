@@ -30,6 +30,20 @@ def outcome(func: Callable[[], Any]) -> Outcome:
         return ("err", errno.errorcode.get(exc.errno or 0, str(exc.errno)))
 
 
+_fallocate = _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+#: the fallocate(2) modes FUSE passes on (COLLAPSE_RANGE and INSERT_RANGE it refuses: see differences.py)
+FALLOCATE_MODES = {"plain": 0, "keep-size": 0x01, "punch-hole": 0x03, "zero-range": 0x10, "zero-range-keep": 0x11}
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
+    """fallocate(2); returns the file's size after it."""
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return os.fstat(fd).st_size
+
+
 def renameat2(src: str, dst: str, flags: int) -> None:
     if _libc.renameat2(AT_FDCWD, src.encode(), AT_FDCWD, dst.encode(), flags) != 0:
         err = ctypes.get_errno()
@@ -82,6 +96,24 @@ def listdir(path: str) -> list[str]:
 
 def mtime_of(path: str) -> int:
     return os.lstat(path).st_mtime_ns
+
+
+#: one byte longer than any filesystem's names may be
+LONG_NAME = "n" * 256
+#: calls naming a path with a LONG_NAME in it (and `other`, an ordinary path): ENAMETOOLONG everywhere, unless
+#: something before it in the path already fails
+NAME_CALLS: dict[str, Callable[[str, str], Any]] = {
+    "lstat": lambda path, other: lstat(path),
+    "unlink": lambda path, other: os.unlink(path),
+    "rmdir": lambda path, other: os.rmdir(path),
+    "chmod": lambda path, other: os.chmod(path, 0o600),
+    "truncate": lambda path, other: os.truncate(path, 0),
+    "mkdir": lambda path, other: os.mkdir(path),
+    "create": lambda path, other: os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NONBLOCK, 0o644)),
+    "link-to": lambda path, other: os.link(other, path, follow_symlinks=False),
+    "rename-to": lambda path, other: os.rename(other, path),
+    "rename-from": lambda path, other: os.rename(path, other),
+}
 
 
 # -- snapshots -------------------------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ from tests.fuzz.targets import Command, Kernel, Model, Ours, Target, kernel_unav
 
 PRIVILEGED = os.geteuid() == 0
 paths = st.lists(st.sampled_from(POOL), min_size=1, max_size=3).map("/".join)
+long_paths = st.one_of(
+    st.just(fsops.LONG_NAME),
+    paths.map(lambda p: f"{p}/{fsops.LONG_NAME}"),
+    paths.map(lambda p: f"{fsops.LONG_NAME}/{p}"),
+)
 link_targets = st.one_of(st.sampled_from(POOL), paths, paths.map(lambda p: "../" + p))
 datas = st.one_of(st.sampled_from(CONTENTS), st.binary(max_size=40))
 offsets = st.sampled_from((0, 0, 1, 5, 100, 4095, 4096, 5000, 9000))
@@ -213,6 +218,13 @@ class UnionMachine(RuleBasedStateMachine):
     def mkfifo(self, path: str) -> None:
         self.run(f"mkfifo {path}", lambda r: os.mkfifo(os.path.join(r, path), 0o640))
 
+    @rule(path=long_paths, call=st.sampled_from(sorted(fsops.NAME_CALLS)), other=paths)
+    def long_name(self, path: str, call: str, other: str) -> None:
+        self.run(
+            f"{call} {path.replace(fsops.LONG_NAME, '<256 bytes>')} {other}",
+            lambda r: fsops.NAME_CALLS[call](os.path.join(r, path), os.path.join(r, other)),
+        )
+
     # -- looking -------------------------------------------------------------------------------------------------
 
     @rule(path=st.one_of(st.just(""), paths))
@@ -314,6 +326,17 @@ class UnionMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 7), size=sizes)
     def fd_truncate(self, index: int, size: int) -> None:
         self.on_fd(f"ftruncate fd#{index}", index, lambda fd: os.ftruncate(fd, size))
+
+    @precondition(lambda self: self.fds)
+    @rule(
+        index=st.integers(0, 7),
+        mode=st.sampled_from(sorted(fsops.FALLOCATE_MODES)),
+        offset=offsets,
+        length=st.sampled_from((1, 100, 4096, 5000)),
+    )
+    def fd_fallocate(self, index: int, mode: str, offset: int, length: int) -> None:
+        flags = fsops.FALLOCATE_MODES[mode]
+        self.on_fd(f"fallocate fd#{index} {mode}", index, lambda fd: fsops.fallocate(fd, flags, offset, length))
 
     @precondition(lambda self: self.fds)
     @rule(index=st.integers(0, 7))
