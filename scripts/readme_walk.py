@@ -64,7 +64,8 @@ def script(items: list[Command], readme: str) -> str:
     """A bash script that runs the commands and names the first one that fails."""
     lines = [
         "set -o pipefail",
-        "trap 'kill $(jobs -p) 2>/dev/null' EXIT",  # a server a block started in the background, on any exit
+        # a server a block started in the background is stopped on any exit; nothing there counts as a failure
+        "trap 'trap - ERR; kill $(jobs -p) 2>/dev/null || true' EXIT",
         f"trap 'echo \"readme walk: {readme}:$at: exited $?: $cmd\" >&2; exit 1' ERR",
     ]
     for item in items:

@@ -70,3 +70,12 @@ def test_the_real_readme_has_commands_to_walk() -> None:
     texts = [c.text for c in walk().commands(readme)]
     assert any(t.startswith("imagebuild build") for t in texts)
     assert not any(t.startswith("make ") for t in texts)
+
+
+def test_a_server_already_stopped_is_no_failure_at_exit(tmp_path: Path) -> None:
+    module = walk()
+    items = module.commands("```sh\nsleep 30 & sleep 0.1\nkill $!\n```\n")
+    script = tmp_path / "walk.sh"
+    script.write_text(module.script(items, "README.md"))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stderr) == (0, "")
