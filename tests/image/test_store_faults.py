@@ -44,10 +44,8 @@ def test_a_build_killed_mid_run_leaves_no_image_and_check_repairs(tool: Tool, ct
     assert found.returncode == 1 and "interrupted" in found.stdout
     assert "store repaired" in tool.run("check", "--repair").stdout
     assert tool.run("check").stdout.strip() == "store consistent"
-    assert not any(
-        p.startswith("/tmp/imagebuild-rootfs-") and is_mounted(p)
-        for p in (line.split()[1] for line in open("/proc/mounts"))
-    )
+    ours = f"/tmp/imagebuild-rootfs-{proc.pid}-"  # the killed build's mount points (other builds may run)
+    assert not any(p.startswith(ours) and is_mounted(p) for p in (line.split()[1] for line in open("/proc/mounts")))
 
 
 def test_an_import_killed_mid_way_changes_nothing(tool: Tool, tmp_path: Path) -> None:
