@@ -526,9 +526,9 @@ def cmd_import(store: Store, args: argparse.Namespace) -> str:
     if not os.path.exists(path) and ":" in path:
         path, ref = path.split(":", 1)
     if os.path.isdir(path):
-        image_id = transport.import_oci_layout(store, path, ref, args.tag)
+        image_id = transport.import_oci_layout(store, path, ref, args.tag, print)
     elif os.path.isfile(path):
-        image_id = transport.import_docker_archive(store, path, args.tag)
+        image_id = transport.import_docker_archive(store, path, args.tag, print)
     else:
         raise BuildError(f"'{args.path}' does not exist: give an OCI layout directory or a docker-archive tarball")
     return f"Imported {image_id}"
@@ -589,7 +589,7 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "pull":
         check_names(args.tag)
         ref = registry.Reference.parse(args.ref)
-        image_id = registry.pull(store, ref, registry.Client(ref.registry, insecure=args.insecure), args.tag)
+        image_id = registry.pull(store, ref, registry.Client(ref.registry, insecure=args.insecure), args.tag, print)
         print(f"Pulled {ref} as {image_id}")
     elif args.command == "login":
         cmd_login(args)

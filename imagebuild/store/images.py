@@ -3,7 +3,11 @@
 Layout under the root:
   blobs/sha256/<hex>     compressed layer tars, configs, manifests (BlobStore: temp -> fsync -> rename)
   layers/<diff hex>/     a layer as a directory, the read-only lower unionfs mounts; one per diff_id
-  images.json            {"images": {image id: manifest digest}, "tags": {name:tag: image id}}
+  images.json            {"images": {image id: manifest digest}, "tags": {name:tag: image id},
+                          "indexes": {image id: digest of the image index it was chosen from, when it was}}
+
+Foreign images (pulled or imported) are kept byte for byte: their manifest, config and index blobs are stored
+as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
   cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations)
   containers/<name>/     upper and work dirs of mounted or running images
 """
@@ -20,7 +24,7 @@ from typing import Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
 from imagebuild.layer import compress_gzip, write_layer_tar
-from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes
+from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
@@ -82,12 +86,16 @@ class Store:
             with open(self._index_path, encoding="utf-8") as f:
                 data = json.load(f)
         except FileNotFoundError:
-            return {"images": {}, "tags": {}}
+            return {"images": {}, "tags": {}, "indexes": {}}
         except (OSError, ValueError) as exc:
             raise BuildError(
                 f"the image index {self._index_path} is unreadable ({exc}): run 'imagebuild check'"
             ) from None
-        return {"images": dict(data.get("images", {})), "tags": dict(data.get("tags", {}))}
+        return {
+            "images": dict(data.get("images", {})),
+            "tags": dict(data.get("tags", {})),
+            "indexes": dict(data.get("indexes", {})),
+        }
 
     def _save_index(self, index: dict[str, dict[str, str]]) -> None:
         write_json_atomic(self._index_path, index)
@@ -136,6 +144,7 @@ class Store:
     def remove_image(self, image_id: str) -> None:
         index = self._index()
         index["images"].pop(image_id, None)
+        index["indexes"].pop(image_id, None)
         index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
         self._save_index(index)
 
@@ -186,18 +195,35 @@ class Store:
         return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
 
     def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
-        config_bytes = config.to_json()
-        self.blobs.put_bytes(config_bytes)
-        manifest = Manifest(
-            config=descriptor_for(mediatypes.OCI_CONFIG, config_bytes), layers=[lay.blob for lay in layers]
-        )
-        manifest_bytes = manifest.to_json()
+        return self.register(make_manifest(config.to_json(), layers), config.to_json())
+
+    def register(self, manifest_bytes: bytes, config_bytes: bytes, index_bytes: bytes | None = None) -> str:
+        """Store an image's manifest and config (and the index it was chosen from) exactly as given; its layer
+        blobs must be stored already. The image id is the digest of `config_bytes`, which the manifest names."""
+        manifest = Manifest.from_json(manifest_bytes)
+        given = sha256_digest(config_bytes)
+        if given != manifest.config.digest:
+            raise BuildError(f"the manifest names the config {manifest.config.digest}, not {given}")
+        config_info = self.blobs.put_bytes(config_bytes)
         manifest_info = self.blobs.put_bytes(manifest_bytes)
-        image_id = manifest.config.digest
+        index_digest = self.blobs.put_bytes(index_bytes).digest if index_bytes is not None else None
+        image_id = config_info.digest
         index = self._index()
         index["images"][image_id] = manifest_info.digest
+        if index_digest is not None:
+            index["indexes"][image_id] = index_digest
+        else:
+            index["indexes"].pop(image_id, None)
         self._save_index(index)
         return image_id
+
+    def layer_pairs(self) -> dict[str, str]:
+        """Compressed blob digest -> diff_id, for every layer of every stored image."""
+        pairs: dict[str, str] = {}
+        for image_id in self.image_ids():
+            with contextlib.suppress(Exception):  # an unreadable image pairs nothing; 'check' reports it
+                pairs.update((layer.blob.digest, layer.diff_id) for layer in self.resolve(image_id).layers)
+        return pairs
 
     # -- cache ----------------------------------------------------------------------------------------------------
 
@@ -276,7 +302,9 @@ class Store:
         """Delete layers and blobs no image refers to; returns (layers removed, bytes of blobs freed)."""
         keep_blobs: set[str] = set()
         keep_layers: set[str] = set()
-        for image_id, manifest_digest in self._index()["images"].items():
+        index = self._index()
+        keep_blobs.update(d for i, d in index["indexes"].items() if i in index["images"])
+        for image_id, manifest_digest in index["images"].items():
             keep_blobs.update({manifest_digest, image_id})
             image = self.resolve(image_id)
             keep_blobs.update(layer.blob.digest for layer in image.layers)
@@ -294,6 +322,12 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
+
+
+def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:
+    """The manifest we write for an image we make (a build, a docker-archive import): OCI, canonical JSON."""
+    manifest = Manifest(config=descriptor_for(mediatypes.OCI_CONFIG, config_bytes), layers=[lay.blob for lay in layers])
+    return manifest.to_json()
 
 
 def _host_owner() -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from imagebuild.errors import BuildError
 from imagebuild.store.images import Image, Store, normalize_tag
-from imagebuild.transport.common import Stager
+from imagebuild.transport.common import Say, Stager, decompress_layer, quiet
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -34,7 +34,7 @@ def export_docker_archive(store: Store, image: Image, tags: list[str], out: Bina
             directory = tarfile.TarInfo(name.split("/")[0])
             directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o755, 0
             tar.addfile(directory)
-            _add(tar, name, gzip.decompress(store.blobs.read_bytes(layer.blob.digest)))
+            _add(tar, name, decompress_layer(store.blobs.read_bytes(layer.blob.digest), layer.blob.digest))
         _add(tar, config_name, store.blobs.read_bytes(image.id))
         _add(tar, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
 
@@ -44,8 +44,11 @@ DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAEr
 TRUNCATED = "'{path}' is a truncated or corrupt tarball ({exc}): copy or save it again; nothing was imported"
 
 
-def import_docker_archive(store: Store, path: str, tags: list[str]) -> str:
-    stager = Stager(store, path)
+def import_docker_archive(store: Store, path: str, tags: list[str], say: Say = quiet) -> str:
+    """Import the archive's image. The config is stored as the archive's file, so the image id is its digest;
+    the archive has no manifest, so we make one: OCI, each layer tar gzipped deterministically (`compress_gzip`),
+    canonical JSON (`make_manifest`): the same archive gives the same manifest digest on every machine."""
+    stager = Stager(store, path, say)
     try:
         with _open(path) as tar:
             try:

@@ -11,7 +11,7 @@ from typing import BinaryIO
 from imagebuild.errors import BuildError
 from imagebuild.oci import Descriptor, Index, Manifest, OCIError, mediatypes, validate_digest
 from imagebuild.store.images import Image, Store
-from imagebuild.transport.common import Stager
+from imagebuild.transport.common import Say, Stager, quiet
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -71,8 +71,9 @@ def _existing_manifests(dest: str, index_path: str) -> list[Descriptor]:
         ) from None
 
 
-def import_oci_layout(store: Store, path: str, ref_name: str | None, tags: list[str]) -> str:
-    stager = Stager(store, path)
+def import_oci_layout(store: Store, path: str, ref_name: str | None, tags: list[str], say: Say = quiet) -> str:
+    """Import one image of the layout; its manifest, config and index blobs are stored as they are."""
+    stager = Stager(store, path, say)
     try:
         return _import(stager, path, ref_name, tags)
     finally:
@@ -112,10 +113,12 @@ def _import(stager: Stager, root: str, ref_name: str | None, tags: list[str]) ->
             index = Index.from_json(f.read())
         chosen = _choose(stager, index.manifests, ref_name)
         data = _read_verified(stager, root, chosen)
+        index_bytes = None
         if chosen.media_type in mediatypes.INDEX_TYPES:
             nested = Index.from_json(data).manifests
             if not nested:
                 raise stager.fail("the image index lists no manifest")
+            index_bytes = data
             chosen = next((m for m in nested if m.platform and m.platform.os == "linux"), nested[0])
             data = _read_verified(stager, root, chosen)
         manifest = Manifest.from_json(data)
@@ -132,7 +135,7 @@ def _import(stager: Stager, root: str, ref_name: str | None, tags: list[str]) ->
             raise stager.fail(f"layer {layer.digest} has an unknown media type {layer.media_type}")
         stager.stage(layer.digest, functools.partial(_blob, stager, root, layer), diff_id, layer)
     name = chosen.annotations.get(REF_NAME) or ref_name
-    return stager.commit(config_bytes, tags or ([name] if name and ":" in name else []))
+    return stager.commit(config_bytes, tags or ([name] if name and ":" in name else []), data, index_bytes)
 
 
 def _choose(stager: Stager, manifests: list[Descriptor], ref_name: str | None) -> Descriptor:

@@ -30,7 +30,7 @@ from typing import BinaryIO
 from imagebuild.errors import BuildError
 from imagebuild.oci import Descriptor, Index, Manifest, OCIError, mediatypes
 from imagebuild.store.images import Image, Store
-from imagebuild.transport.common import Stager
+from imagebuild.transport.common import Say, Stager, quiet
 
 CHUNK = int(os.environ.get("IMAGEBUILD_UPLOAD_CHUNK", 16 * 1024 * 1024))  # larger blobs go up in chunks
 RETRIES = 4
@@ -306,28 +306,40 @@ def _platform_manifest(index: Index, source: str) -> Descriptor:
     raise BuildError(f"{source} has no image for linux/{machine}")
 
 
-def pull(store: Store, ref: Reference, client: Client, tags: list[str]) -> str:
-    stager = Stager(store, str(ref))
+def pull(store: Store, ref: Reference, client: Client, tags: list[str], say: Say = quiet) -> str:
+    """Pull `ref`: its manifest, config and index blobs are stored as received (the image id is the sender's
+    config digest); a layer the store holds is not downloaded again (see `Stager`)."""
+    stager = Stager(store, str(ref), say)
     try:
         media_type, data, _ = client.get_manifest(ref.repository, ref.target)
+        index_bytes = None
         try:
             if media_type in mediatypes.INDEX_TYPES:
+                index_bytes = data
                 chosen = _platform_manifest(Index.from_json(data), str(ref))
-                media_type, data, _ = client.get_manifest(ref.repository, chosen.digest)
+                media_type, data, digest = client.get_manifest(ref.repository, chosen.digest)
+                if digest != chosen.digest:
+                    raise stager.fail(f"manifest {chosen.digest} does not match its digest")
             if media_type not in mediatypes.MANIFEST_TYPES:
                 raise stager.fail(f"unknown manifest media type '{media_type}'")
             manifest = Manifest.from_json(data)
         except OCIError as exc:
             raise stager.fail(f"malformed manifest: {exc}") from None
-        config_bytes = client.get_blob(ref.repository, manifest.config)
+        if store.blobs.has(manifest.config.digest):
+            config_bytes = store.blobs.read_bytes(manifest.config.digest, expected_size=manifest.config.size)
+        else:
+            config_bytes = client.get_blob(ref.repository, manifest.config)
         diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(manifest.layers):
             raise stager.fail("the manifest and the config disagree on the number of layers")
         for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
-            client._say(f"  {layer.digest[7:19]}: pulling {layer.size} bytes")
-            blob = client.get_blob(ref.repository, layer)
-            stager.stage(layer.digest, functools.partial(io.BytesIO, blob), diff_id, layer)
+            stager.stage(layer.digest, functools.partial(_download, client, ref.repository, layer), diff_id, layer)
         default = [f"{ref.registry}/{ref.repository}:{ref.tag}"] if ref.tag else []
-        return stager.commit(config_bytes, tags or default)
+        return stager.commit(config_bytes, tags or default, data, index_bytes)
     finally:
         stager.discard()
+
+
+def _download(client: Client, repo: str, layer: Descriptor) -> BinaryIO:
+    client._say(f"  {layer.digest[7:19]}: pulling {layer.size} bytes")
+    return io.BytesIO(client.get_blob(repo, layer))
