@@ -262,21 +262,29 @@ def _parse_daemon(pid: int, argv: list[str], cwd: str) -> Daemon | None:
     )
 
 
-def daemons() -> list[Daemon]:
-    """Every `unionfs mount` process this user may inspect (other than this process)."""
-    found = []
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """The pid and command line of every process this user may inspect, other than this one."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
-            if len(argv) < 3:
-                continue
-            cwd = os.readlink(f"/proc/{entry}/cwd")
+                yield int(entry), [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
         except OSError:
             continue
-        daemon = _parse_daemon(int(entry), argv, cwd)
+
+
+def daemons() -> list[Daemon]:
+    """Every `unionfs mount` process this user may inspect (other than this process)."""
+    found = []
+    for pid, argv in processes():
+        if len(argv) < 3:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        daemon = _parse_daemon(pid, argv, cwd)
         if daemon is not None:
             found.append(daemon)
     return found

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from imagebuild.sandbox import ROOTFS_PREFIX
-from unionfs.api import Daemon, MountError, UnionMount, daemons, owner_gone, reap
+from unionfs.api import Daemon, MountError, UnionMount, daemons, exited, owner_gone, processes, reap
 from unionfs.config import mounted_points
 from unionfs.unmount import UnmountError, is_dead, unmount
 
@@ -57,7 +57,7 @@ def find_leftovers(root: str) -> list[Leftover]:
         elif not _imagebuild_point(daemon.mountpoint, root):
             continue  # `imagebuild mount`'s: the user unmounts it
         elif (maker := rootfs_maker(daemon.mountpoint)) is not None:
-            gone = not _alive(maker)
+            gone = exited(maker)
         else:
             if store_busy is None:
                 store_busy = store_in_use(root)
@@ -149,7 +149,7 @@ def stale_rootfs_dirs(mounted: set[str]) -> list[str]:
         except OSError:
             continue
         maker = rootfs_maker(path)
-        if (maker is not None and not _alive(maker)) or (maker is None and time.time() - st.st_mtime > OLD_DIR_AGE):
+        if (maker is not None and exited(maker)) or (maker is None and time.time() - st.st_mtime > OLD_DIR_AGE):
             found.append(path)
     return found
 
@@ -157,14 +157,7 @@ def stale_rootfs_dirs(mounted: set[str]) -> list[str]:
 def store_in_use(root: str) -> bool:
     """Whether an `imagebuild build` or `run` of the store at `root` (other than this process) is alive; one whose
     store cannot be read counts."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
-        except OSError:
-            continue
+    for pid, argv in processes():
         rest = _imagebuild_args(argv)
         if rest is None:
             continue
@@ -174,7 +167,7 @@ def store_in_use(root: str) -> bool:
             rest = rest[1:] if "=" in rest[0] else rest[2:]
         if not rest or rest[0] not in ("build", "run"):
             continue
-        its = _store_of(entry, given)
+        its = _store_of(str(pid), given)
         if its is None or its == root:
             return True
     return False
@@ -221,13 +214,3 @@ def _rootfs_dir(point: str) -> bool:
 def _imagebuild_point(point: str, root: str) -> bool:
     """A mount point builds and runs use: a rootfs dir, or a dir in the store's tmp/ (COPY --from)."""
     return _rootfs_dir(point) or point.startswith(os.path.join(root, "tmp") + "/")
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` lives (a zombie holds nothing: it does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import UNIONFS, UnionMount, is_mounted, upper_snapshot, wait_until, write
-from unionfs.api import kill
+from unionfs.api import exited, kill
 
 GONE_WITHIN = 10.0  # seconds: the daemon unmounts at once and exits in about two
 
@@ -30,14 +30,6 @@ OWNER = textwrap.dedent(
     time.sleep(600)
     """
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -118,8 +110,8 @@ def test_a_mount_goes_when_its_owner_is_killed_and_its_upper_is_whole(tree: dict
             still_open.flush()
             owner.send_signal(signal.SIGKILL)
             owner.wait()
-            assert wait_until(lambda: not is_mounted(mnt) and not alive(daemon), GONE_WITHIN, 0.05), (
-                f"mounted: {is_mounted(mnt)}, daemon alive: {alive(daemon)}\n{log.read_text()}"
+            assert wait_until(lambda: not is_mounted(mnt) and exited(daemon), GONE_WITHIN, 0.05), (
+                f"mounted: {is_mounted(mnt)}, daemon alive: {not exited(daemon)}\n{log.read_text()}"
             )
     finally:
         if owner.poll() is None:
@@ -152,7 +144,7 @@ def test_an_owner_gone_before_the_mount_is_ready_still_takes_it_down(tree: dict[
         os.close(read_end)
     assert done.returncode == 0, done.stderr
     daemon = int((tmp_path / "pid").read_text())
-    assert wait_until(lambda: not is_mounted(tree["mnt"]) and not alive(daemon), GONE_WITHIN, 0.05)
+    assert wait_until(lambda: not is_mounted(tree["mnt"]) and exited(daemon), GONE_WITHIN, 0.05)
 
 
 def test_a_mount_whose_owner_lives_stays(tree: dict[str, Path], tmp_path: Path) -> None:
@@ -169,7 +161,7 @@ def test_a_mount_whose_owner_lives_stays(tree: dict[str, Path], tmp_path: Path) 
             os.close(read_end)
         os.close(write_end)
     daemon = int((tmp_path / "pid").read_text())
-    assert wait_until(lambda: not is_mounted(tree["mnt"]) and not alive(daemon), GONE_WITHIN, 0.05)
+    assert wait_until(lambda: not is_mounted(tree["mnt"]) and exited(daemon), GONE_WITHIN, 0.05)
 
 
 def test_a_bad_owner_fd_is_one_line_and_status_2(tree: dict[str, Path], tmp_path: Path) -> None:
