@@ -151,6 +151,7 @@ exec sh /check-fresh.sh
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},  # a new machine's, not this one's
     )
 
 
