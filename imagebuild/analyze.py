@@ -4,6 +4,12 @@ Layers are read-only, so deleting or overwriting a file in a later layer does no
 bytes still travel in the layer that added them. Those bytes are wasted, and so are copies of one content
 kept in several layers. Efficiency is the share of the layers' file bytes that are not wasted.
 Pure over layer directories: no mounts.
+
+Size has one definition, used by `images`, `history`, `inspect`, the build summary and `analyze` alike: a
+layer's size is its uncompressed content as docker counts it, the sum of the sizes of its entries other than
+directories and whiteouts, where a file counts its data, a symlink the length of its target, and a file with
+several hard links its data once (the other names count 0, as in a tar). Every such entry, empty or not, is a
+change the layer makes; an image's size is the sum of its layers' sizes.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ class Change:
 class LayerReport:
     index: int
     instruction: str
-    size: int  # bytes of file data the layer carries
+    size: int  # the layer's content size (see the module docstring)
     changes: list[Change] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
@@ -99,28 +105,42 @@ def _is_opaque(path: str) -> bool:
 
 
 def _scan(layer_dir: str, content: bool) -> tuple[dict[str, tuple[int, str]], list[str], list[str]]:
-    """A layer's files (path -> size, content hash), whiteouts and opaque directories."""
+    """A layer's entries other than directories (path -> size, content hash of a regular file with data, else
+    ""), its whiteouts and opaque directories. Sizes as the module docstring defines them."""
     files: dict[str, tuple[int, str]] = {}
     whiteouts: list[str] = []
     opaque: list[str] = []
+    inodes: set[tuple[int, int]] = set()
     for dirpath, dirs, names in os.walk(layer_dir):
+        dirs.sort()
         rel_dir = os.path.relpath(dirpath, layer_dir)
         rel_dir = "" if rel_dir == "." else rel_dir
         if rel_dir and _is_opaque(dirpath):
             opaque.append(rel_dir)
-        for name in names + dirs:
+        for name in sorted(names + dirs):
             full = os.path.join(dirpath, name)
             rel = os.path.join(rel_dir, name) if rel_dir else name
             st = os.lstat(full)
-            if name == OPAQUE_MARKER:
+            if name == OPAQUE_MARKER or stat.S_ISDIR(st.st_mode):
                 continue
             if name.startswith(WH):
                 whiteouts.append(os.path.join(rel_dir, name[len(WH) :]) if rel_dir else name[len(WH) :])
             elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 whiteouts.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                files[rel] = (st.st_size, _hash(full) if content else "")
+            elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in inodes:
+                files[rel] = (0, "")  # another name of a file counted already
+            else:
+                if st.st_nlink > 1:
+                    inodes.add((st.st_dev, st.st_ino))
+                regular = stat.S_ISREG(st.st_mode)
+                files[rel] = (st.st_size, _hash(full) if content and regular and st.st_size else "")
     return files, whiteouts, opaque
+
+
+def layer_size(layer_dir: str) -> int:
+    """A layer's content size: the one definition every command shows (see the module docstring)."""
+    files, _, _ = _scan(layer_dir, content=False)
+    return sum(size for size, _ in files.values())
 
 
 def _hash(path: str) -> str:
@@ -135,14 +155,14 @@ def _below(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
-def analyze(layer_dirs: list[str], instructions: list[str], *, duplicates: bool = True) -> Report:
-    """`layer_dirs` bottom first, with the instruction that made each. Without `duplicates`, contents are not
-    hashed: only deletions and overwrites count (what a build's one-line summary needs, cheaply)."""
+def analyze(layer_dirs: list[str], instructions: list[str]) -> Report:
+    """`layer_dirs` bottom first, with the instruction that made each; the one report both `analyze` and a
+    build's summary show."""
     present: dict[str, tuple[int, int, str]] = {}  # path -> (layer index, size, hash)
     reports: list[LayerReport] = []
     waste: list[Waste] = []
     for index, (layer_dir, instruction) in enumerate(zip(layer_dirs, instructions, strict=True)):
-        files, whiteouts, opaque = _scan(layer_dir, duplicates)
+        files, whiteouts, opaque = _scan(layer_dir, content=True)
         report = LayerReport(index, instruction, sum(size for size, _ in files.values()))
         for root in opaque + whiteouts:
             for path in [p for p in present if _below(p, root)]:
@@ -160,7 +180,7 @@ def analyze(layer_dirs: list[str], instructions: list[str], *, duplicates: bool 
         reports.append(report)
     by_content: dict[str, list[tuple[str, int, int]]] = {}
     for path, (index, size, digest) in present.items():
-        if size and duplicates:
+        if digest:
             by_content.setdefault(digest, []).append((path, index, size))
     for copies in by_content.values():
         if len({index for _, index, _ in copies}) > 1:

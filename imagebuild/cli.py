@@ -223,7 +223,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)
     print(f"Cache: {hits} of {len(layered)} layer steps reused")
-    report = analysis(store, store.resolve(image_id), duplicates=False)
+    report = analysis(store, store.resolve(image_id))
     summary = f"Efficiency: {report.efficiency:.1%}, {human(report.wasted)} of {human(report.total)} wasted"
     if report.wasted:
         summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
@@ -236,8 +236,13 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
 
 
-def image_size(image: Image) -> int:
-    return sum(layer.blob.size for layer in image.layers)
+def layer_sizes(store: Store, image: Image) -> list[int]:
+    """Each layer's content size, bottom first: the definition `analyze` and the build summary use too."""
+    return [analyze.layer_size(store.layer_dir(layer.diff_id)) for layer in image.layers]
+
+
+def image_size(store: Store, image: Image) -> int:
+    return sum(layer_sizes(store, image))
 
 
 def cmd_images(store: Store) -> None:
@@ -249,7 +254,7 @@ def cmd_images(store: Store) -> None:
         image = store.resolve(image_id)
         for tag in sorted(tags.get(image_id, ["<none>:<none>"])):
             repo, _, name = tag.rpartition(":")
-            rows.append((repo, name, image_id[7:19], human(image_size(image))))
+            rows.append((repo, name, image_id[7:19], human(image_size(store, image))))
     print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} SIZE")
     for row in rows:
         print(f"{row[0]:<30} {row[1]:<12} {row[2]:<14} {row[3]}")
@@ -263,7 +268,8 @@ def inspect_doc(store: Store, image: Image) -> dict[str, Any]:
         "Created": image.config.created,
         "Architecture": image.config.architecture,
         "Os": image.config.os,
-        "Size": image_size(image),
+        "Size": image_size(store, image),
+        "CompressedSize": sum(layer.blob.size for layer in image.layers),
         "Config": {
             "User": config.user or "",
             "Env": config.env,
@@ -284,8 +290,8 @@ def inspect_doc(store: Store, image: Image) -> dict[str, Any]:
     return doc
 
 
-def cmd_history(image: Image) -> None:
-    sizes = iter(layer.blob.size for layer in image.layers)
+def cmd_history(store: Store, image: Image) -> None:
+    sizes = iter(layer_sizes(store, image))
     rows = []
     for entry in image.config.history:  # layers pair with the non-empty entries, oldest first
         size = "0B" if entry.empty_layer else human(next(sizes, 0))
@@ -456,11 +462,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if lint.failing(report, lint.Severity[args.fail_on.upper()]) else 0
 
 
-def analysis(store: Store, image: Image, duplicates: bool = True) -> analyze.Report:
+def analysis(store: Store, image: Image) -> analyze.Report:
     made_by = [h.created_by or "" for h in image.config.history if not h.empty_layer]
     made_by += [""] * (len(image.layers) - len(made_by))
     dirs = [store.layer_dir(layer.diff_id) for layer in image.layers]
-    return analyze.analyze(dirs, made_by[: len(dirs)], duplicates=duplicates)
+    return analyze.analyze(dirs, made_by[: len(dirs)])
 
 
 def cmd_analyze(store: Store, args: argparse.Namespace) -> int:
@@ -553,7 +559,7 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "inspect":
         print(json.dumps([inspect_doc(store, store.resolve(args.image))], indent=4))
     elif args.command == "history":
-        cmd_history(store.resolve(args.image))
+        cmd_history(store, store.resolve(args.image))
     elif args.command == "tag":
         check_names([args.name], "")
         store.tag(store.resolve(args.image).id, args.name)
