@@ -433,7 +433,7 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     finally:
         try:
             mount.unmount()
-            shutil.rmtree(rootfs, ignore_errors=True)
+            sandbox.remove_mountpoint(rootfs)
             if args.rm:
                 shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)
         finally:

@@ -5,32 +5,54 @@ The host network is shared (no network namespace), so a service an image EXPOSEs
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from imagebuild.errors import BuildError
 
 ROOTFS_PREFIX = "imagebuild-rootfs-"
+ROOTFS_NAME = "rootfs"  # the mount point's name in its private directory
+
+CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 
 
 def mountpoint() -> str:
-    """An empty directory to mount a rootfs on, reachable by the image's USER (the store may be private). Its
-    name carries this process's pid (`imagebuild-rootfs-PID-XXXXXXXX`), so `imagebuild check` can tell one
-    whose maker is gone."""
-    path = tempfile.mkdtemp(prefix=f"{ROOTFS_PREFIX}{os.getpid()}-")
-    os.chmod(path, 0o755)
+    """An empty directory to mount a rootfs on: `ROOTFS_NAME` in a directory only this user may enter
+    (`imagebuild-rootfs-PID-XXXXXXXX`, mode 0700), since the mount lets every id of the container in and no
+    other user of the host may reach the container's files. The directory's name carries this process's pid,
+    so `imagebuild check` can tell one whose maker is gone."""
+    home = tempfile.mkdtemp(prefix=f"{ROOTFS_PREFIX}{os.getpid()}-")  # 0700
+    path = os.path.join(home, ROOTFS_NAME)
+    os.mkdir(path, 0o755)
     return path
+
+
+def remove_mountpoint(path: str) -> None:
+    """Remove what `mountpoint` made, once unmounted (never anything in a rootfs still mounted there)."""
+    for directory in (path, os.path.dirname(path)):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 def union_options(user: str | None = None) -> list[str]:
     """Mount options for a rootfs the sandbox runs in: as an ordinary user, the sandbox's root is the user,
     so the image's root (id 0 in the layers) is shown as the user and what it creates is stored as root's.
-    As root with a USER, the mount must let that user in (allow_other; the kernel then checks its rights)."""
+    As root, every id of the container may use the mount (allow_other; the kernel checks their rights, as
+    on any filesystem, since a privileged mount has `default_permissions`), whatever the USER: a root step
+    may drop to another id itself (su, setpriv, apt's `_apt`). The mount point's private directory keeps
+    other users of the host out."""
+    del user
     if os.geteuid() == 0:
-        return ["allow_other"] if user else []
+        return ["allow_other"]
     return [f"uidmapping=0:{os.geteuid()}:1", f"gidmapping=0:{os.getegid()}:1"]
 
 
@@ -79,7 +101,9 @@ def bwrap_command(
             # which unionfs keeps as the image root's
             command += ["--cap-add", "CAP_SETFCAP"]
     elif user != (0, 0):
-        # the image's USER for real: drop to it on the host, and let its own namespace map the same ids
+        # the image's USER for real: drop to it on the host, and let its own namespace map the same ids; the
+        # rootfs is reached through its private directory, where `preexec` shows it to this command alone
+        rootfs = os.path.dirname(rootfs)
         command = [
             "setpriv",
             f"--reuid={uid}",
@@ -100,6 +124,36 @@ def bwrap_command(
     return [*command, "--", *argv]
 
 
+def preexec(rootfs: str, user: tuple[int, int]) -> Callable[[], None] | None:
+    """What the sandbox's process does before it starts bubblewrap, or None.
+
+    As root with a USER, bubblewrap runs as that user and resolves the rootfs's path as it: it cannot pass the
+    0700 directory the mount point is in. So the process first takes a mount namespace of its own and binds
+    the rootfs over that directory there: the user reaches it, and no other process sees the change."""
+    if os.geteuid() != 0 or user == (0, 0):
+        return None
+    libc = _libc()  # loaded here, not after the fork
+    source, target = os.fsencode(rootfs), os.fsencode(os.path.dirname(rootfs))
+
+    def show_rootfs() -> None:
+        if (
+            libc.unshare(CLONE_NEWNS) != 0
+            or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0
+            or libc.mount(source, target, None, MS_BIND | MS_REC, None) != 0
+        ):
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"cannot show the rootfs to the sandbox: {os.strerror(errno)}")
+
+    return show_rootfs
+
+
+def _libc() -> ctypes.CDLL:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        raise BuildError("the C library was not found (ctypes)")
+    return ctypes.CDLL(name, use_errno=True)
+
+
 def prepare(rootfs: str) -> None:
     """The mountpoints bubblewrap needs, made beforehand: a USER may not create them in a root-owned /."""
     for name in ("dev", "proc"):
@@ -112,4 +166,5 @@ def spawn(
     rootfs: str, argv: Sequence[str], env: Mapping[str, str], workdir: str, user: tuple[int, int] = (0, 0)
 ) -> subprocess.Popen[bytes]:
     prepare(rootfs)
-    return subprocess.Popen(bwrap_command(rootfs, argv, env, workdir, user), stdin=subprocess.DEVNULL)
+    command = bwrap_command(rootfs, argv, env, workdir, user)
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec(rootfs, user))

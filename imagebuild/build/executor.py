@@ -18,7 +18,7 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -392,7 +392,8 @@ class Builder:
                     raise BuildError(f"{self._where(instruction)}: {exc}") from None
                 argv = self._command(instruction, state)
                 sandbox.prepare(mnt)
-                status = self._stream(sandbox.bwrap_command(mnt, argv, env, workdir, user))
+                command = sandbox.bwrap_command(mnt, argv, env, workdir, user)
+                status = self._stream(command, sandbox.preexec(mnt, user))
             if status != 0:
                 raise BuildError(f"{self._where(instruction)}: RUN failed with exit status {status}", status)
             self._drop_mountpoints(upper, lowers)
@@ -403,12 +404,15 @@ class Builder:
             shutil.rmtree(upper, ignore_errors=True)
             raise
         finally:
-            for path in (work, mnt, empty):
+            for path in (work, empty):
                 shutil.rmtree(path, ignore_errors=True)
+            sandbox.remove_mountpoint(mnt)
 
-    def _stream(self, command: list[str]) -> int:
+    def _stream(self, command: list[str], preexec: Callable[[], None] | None = None) -> int:
         """Run the step's command, each line of its output shown under the step number."""
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec
+        )
         assert proc.stdout is not None
         for raw in proc.stdout:
             self._say(f"[{self._step}] {raw.decode(errors='replace').rstrip()}")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from imagebuild.sandbox import ROOTFS_PREFIX
+from imagebuild.sandbox import ROOTFS_NAME, ROOTFS_PREFIX
 from unionfs.api import Daemon, MountError, UnionMount, daemons, exited, owner_gone, processes, reap
 from unionfs.config import mounted_points
 from unionfs.unmount import UnmountError, is_dead, unmount
@@ -69,11 +69,11 @@ def find_leftovers(root: str) -> list[Leftover]:
             problem = f"a rootfs of an interrupted build or run is still mounted at {point} (daemon {daemon.pid})"
         else:
             problem = f"the daemon (pid {daemon.pid}) of an interrupted build or run still serves {point}"
-        found.append(Leftover(problem, point, daemon.pid, point if _rootfs_dir(point) else None))
+        found.append(Leftover(problem, point, daemon.pid, _rootfs_home(point)))
     for point in sorted(mounts - served):
         if _imagebuild_point(point, root) and is_dead(point):
             problem = f"a rootfs of an interrupted build or run is still mounted at {point} (its daemon is gone)"
-            found.append(Leftover(problem, point, None, point if _rootfs_dir(point) else None))
+            found.append(Leftover(problem, point, None, _rootfs_home(point)))
     listed = {leftover.directory for leftover in found}
     for path in stale_rootfs_dirs(mounted_points()):
         if path not in listed:
@@ -104,6 +104,8 @@ def clear_leftover(leftover: Leftover) -> str | None:
         except UnmountError as exc:
             error = error or str(exc)
     if leftover.directory is not None:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(leftover.directory, ROOTFS_NAME))
         try:
             os.rmdir(leftover.directory)
         except FileNotFoundError:
@@ -125,8 +127,11 @@ def union_mounts() -> set[str]:
 
 
 def rootfs_maker(path: str) -> int | None:
-    """The pid in a rootfs dir's name (`imagebuild-rootfs-PID-XXXXXXXX`), None for another name."""
+    """The pid in a rootfs dir's name (`imagebuild-rootfs-PID-XXXXXXXX`, or its `rootfs` mount point), None for
+    another name."""
     name = os.path.basename(path)
+    if name == ROOTFS_NAME:
+        name = os.path.basename(os.path.dirname(path))
     if not name.startswith(ROOTFS_PREFIX):
         return None
     pid, dash, _ = name[len(ROOTFS_PREFIX) :].partition("-")
@@ -140,11 +145,15 @@ def stale_rootfs_dirs(mounted: set[str]) -> list[str]:
     found = []
     for name in sorted(os.listdir(tmp)):
         path = os.path.join(tmp, name)
-        if not name.startswith(ROOTFS_PREFIX) or path in mounted:
+        inner = os.path.join(path, ROOTFS_NAME)
+        if not name.startswith(ROOTFS_PREFIX) or path in mounted or inner in mounted:
             continue
         try:
             st = os.lstat(path)
-            if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.geteuid() or os.listdir(path):
+            if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != os.geteuid():
+                continue
+            listed = os.listdir(path)
+            if listed and (listed != [ROOTFS_NAME] or os.path.islink(inner) or os.listdir(inner)):
                 continue
         except OSError:
             continue
@@ -205,12 +214,14 @@ def _of_store(daemon: Daemon, root: str) -> bool:
     return any(d == root or d.startswith(root + "/") for d in daemon.dirs)
 
 
-def _rootfs_dir(point: str) -> bool:
-    return os.path.dirname(point) == os.path.realpath(tempfile.gettempdir()) and os.path.basename(point).startswith(
-        ROOTFS_PREFIX
-    )
+def _rootfs_home(point: str) -> str | None:
+    """The rootfs dir in the temporary directory that `point` is (older versions) or is the mount point in, or
+    None for another mount point."""
+    home = os.path.dirname(point) if os.path.basename(point) == ROOTFS_NAME else point
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return home if os.path.dirname(home) == tmp and os.path.basename(home).startswith(ROOTFS_PREFIX) else None
 
 
 def _imagebuild_point(point: str, root: str) -> bool:
     """A mount point builds and runs use: a rootfs dir, or a dir in the store's tmp/ (COPY --from)."""
-    return _rootfs_dir(point) or point.startswith(os.path.join(root, "tmp") + "/")
+    return _rootfs_home(point) is not None or point.startswith(os.path.join(root, "tmp") + "/")

@@ -66,8 +66,15 @@ def store_daemons(root: Path) -> dict[str, int]:
     return found
 
 
+def rootfs_point(point: str) -> bool:
+    """A rootfs mount point: `imagebuild-rootfs-*/rootfs` (older versions: the `imagebuild-rootfs-*` dir)."""
+    if os.path.basename(point) == "rootfs":
+        point = os.path.dirname(point)
+    return os.path.basename(point).startswith(ROOTFS_PREFIX)
+
+
 def rootfs_daemons(root: Path) -> dict[str, int]:
-    return {p: pid for p, pid in store_daemons(root).items() if os.path.basename(p).startswith(ROOTFS_PREFIX)}
+    return {p: pid for p, pid in store_daemons(root).items() if rootfs_point(p)}
 
 
 class Janitor:
@@ -97,9 +104,10 @@ class Janitor:
             if daemon is not None and cmdline(daemon)[1:3] == ["-m", "unionfs"]:
                 with contextlib.suppress(OSError):
                     os.kill(daemon, signal.SIGKILL)
-            if os.path.basename(point).startswith(ROOTFS_PREFIX):
-                with contextlib.suppress(OSError):
-                    os.rmdir(point)
+            if rootfs_point(point):
+                for directory in (point, os.path.dirname(point)) if point.endswith("/rootfs") else (point,):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
         for path in self.paths:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -160,11 +168,12 @@ def test_a_run_killed_outright_leaves_no_mount_and_no_daemon(tool: Tool, janitor
         f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {alive(daemon)}"
     )
     # the killed run's empty rootfs dir is all that is left; check names it and --repair removes it
-    assert os.path.isdir(point)
+    home = os.path.dirname(point)  # the private dir the mount point is in
+    assert os.path.isdir(point) and os.path.basename(home).startswith(ROOTFS_PREFIX)
     found = tool.run("check", check=False)
-    assert found.returncode == 1 and f"left at {point}" in found.stdout, found.stdout
+    assert found.returncode == 1 and f"left at {home}\n" in found.stdout, found.stdout
     tool.run("check", "--repair")
-    assert not os.path.lexists(point)
+    assert not os.path.lexists(home)
 
 
 def test_a_build_killed_mid_run_leaves_no_mount_and_no_daemon(tool: Tool, janitor: Janitor, ctx: Path) -> None:
@@ -176,7 +185,7 @@ def test_a_build_killed_mid_run_leaves_no_mount_and_no_daemon(tool: Tool, janito
     )
     assert "owner-killed" not in tool.run("images").stdout
     tool.run("check", "--repair")  # the killed build's scratch dirs
-    assert not os.path.lexists(point)
+    assert not os.path.lexists(point) and not os.path.lexists(os.path.dirname(point))
 
 
 def test_imagebuild_mount_outlives_its_command_and_a_killed_run_beside_it(
