@@ -227,3 +227,22 @@ def test_a_layer_held_only_as_a_directory_fetches_the_blob_the_manifest_names(
     back = f"{registry.address}/back/busybox:1"
     store.run("push", ref, back, "--insecure")
     assert sha256(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{back}")) == sha256(manifest)
+
+
+def test_an_index_is_kept_as_received_while_its_image_is(buildah: Buildah, registry: Registry, tmp_path: Path) -> None:
+    _, manifest_digest, config = buildah_image(buildah, tmp_path, registry, "oci")
+    buildah("manifest", "create", "localhost/list:1")
+    buildah("manifest", "add", "localhost/list:1", "localhost/ident:1")
+    listed = f"{registry.address}/buildah/list:1"
+    buildah("manifest", "push", "--all", "--tls-verify=false", "localhost/list:1", f"docker://{listed}")
+    index = skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{listed}")
+    assert json.loads(index)["manifests"][0]["digest"] == manifest_digest
+    store = Tool(tmp_path / "store")
+    store.run("pull", listed, "--insecure")
+    assert store.inspect(listed)["Id"] == sha256(config)
+    kept = store.root / "blobs" / "sha256" / sha256(index).removeprefix("sha256:")
+    store.run("prune")
+    assert kept.read_bytes() == index  # the index as received, and prune keeps it while the image is stored
+    store.run("rmi", listed)
+    store.run("prune")
+    assert not kept.exists()
