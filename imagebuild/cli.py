@@ -236,9 +236,18 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
 
 
+_LAYER_SIZES: dict[str, int] = {}  # a stored layer never changes: each is walked once per command
+
+
 def layer_sizes(store: Store, image: Image) -> list[int]:
     """Each layer's content size, bottom first: the definition `analyze` and the build summary use too."""
-    return [analyze.layer_size(store.layer_dir(layer.diff_id)) for layer in image.layers]
+    sizes = []
+    for layer in image.layers:
+        path = store.layer_dir(layer.diff_id)
+        if path not in _LAYER_SIZES:
+            _LAYER_SIZES[path] = analyze.layer_size(path)
+        sizes.append(_LAYER_SIZES[path])
+    return sizes
 
 
 def image_size(store: Store, image: Image) -> int:
