@@ -1,0 +1,125 @@
+"""Each context built by each builder: buildah's build must succeed (it is the reference); imagebuild as root
+must give buildah's rootfs, and imagebuild as an ordinary user root's, entry by entry, but for the paths
+`compare.ALLOWED` lists with its reasons.
+
+A failure we have seen and understood is marked xfail (strict) with its cause, and only while the failure still
+matches that cause (the build failing there with that message, every difference of that kind); anything else
+fails. A fix turns the mark into an XPASS: remove the entry from KNOWN then.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from _pytest.mark.structures import ParameterSet
+
+from tests.realworld.builders import BUILD_TIMEOUT, BUILDERS, CONTEXTS, Lab
+from tests.realworld.compare import Difference, differences, report, unexplained
+from tests.realworld.shipped import stale_pycs
+
+
+class KnownFailure(Exception):
+    """A failure whose cause is known: what the xfail marks expect."""
+
+
+@dataclass(frozen=True)
+class Known:
+    reason: str
+    build: str = ""  # the failed build's last lines match this
+    differs: Callable[[Difference], bool] | None = None  # every remaining difference is one of these
+
+
+# Seen in a RUN as an ordinary user: uid_map and gid_map hold one line, `0 <user> 1`; /etc/shadow shows group
+# 65534; `chgrp 42` and `cp -p` of a root:shadow file fail with EINVAL.
+ONE_ID = (
+    "rootless RUN maps only the building user (as root) into its namespace, not the user's subordinate ids: "
+    "other ids show as 65534, and setgroups, seteuid and chown to them fail"
+)
+APT_DROPS_TO_APT = Known(f"{ONE_ID} (apt's downloads drop to _apt: `setgroups 65534 failed`)", r"setgroups \d+ failed")
+
+KNOWN: dict[tuple[str, str], Known] = {
+    ("pyapp", "rootless"): APT_DROPS_TO_APT,
+    ("apt", "rootless"): APT_DROPS_TO_APT,
+    ("multistage", "rootless"): APT_DROPS_TO_APT,
+    ("node", "rootless"): APT_DROPS_TO_APT,
+    ("users", "rootless"): Known(
+        f"{ONE_ID} (useradd cannot give /etc/shadow back its group)",
+        r"useradd: failure while writing changes to /etc/shadow",
+    ),
+    ("files", "rootless"): Known(
+        f"{ONE_ID} (`chown -R 1000:1000`: Invalid argument)", r"chown: changing ownership of .*: Invalid argument"
+    ),
+}
+
+
+def cases() -> Iterator[ParameterSet]:
+    for context in CONTEXTS:
+        for builder in BUILDERS:
+            known = KNOWN.get((context, builder))
+            marks = [pytest.mark.xfail(strict=True, raises=KnownFailure, reason=known.reason)] if known else []
+            yield pytest.param(context, builder, marks=marks, id=f"{context}-{builder}")
+
+
+@pytest.mark.realworld
+@pytest.mark.timeout(2 * BUILD_TIMEOUT)
+@pytest.mark.parametrize(("context", "builder"), list(cases()))
+def test_build(lab: Lab, context: str, builder: str) -> None:
+    result = lab.result(context, builder)
+    known = KNOWN.get((context, builder))
+    if not result.built:
+        message = f"{builder} could not build {context} ({result.seconds:.0f} s):\n{result.failure}"
+        if known and known.build and re.search(known.build, result.failure):
+            raise KnownFailure(message)
+        pytest.fail(message, pytrace=False)
+    if builder == "buildah":
+        return  # the reference: it has to build, and it did
+    reference = "buildah" if builder == "root" else "root"
+    if builder == "rootless" and not lab.result(context, reference).built:
+        reference = "buildah"  # root failed: compare with what a correct build gives
+    theirs = lab.result(context, reference)
+    if not theirs.built:
+        pytest.skip(f"nothing to compare with: {reference} could not build {context}")
+    found = unexplained(differences(theirs.entries, result.entries))
+    if found:
+        message = report(found, reference, builder)
+        if known and known.differs and all(known.differs(d) for d in found):
+            raise KnownFailure(message)
+        pytest.fail(message, pytrace=False)
+
+
+# Seen: imagebuild's pyapp image, exported, has 1,524 stale .pyc files (every one Debian's python3 or pip wrote):
+# its layer tars carry mtime 0, where each .pyc records its source's mtime at build time.
+CLAMPED_MTIMES = (
+    "layer tars clamp every mtime to SOURCE_DATE_EPOCH, or to 0 when unset, while each .pyc keeps the source mtime "
+    "it saw in the build: every .pyc is stale once the image leaves the machine"
+)
+SHIPPED_KNOWN: dict[tuple[str, str], str] = {("pyapp", "root"): CLAMPED_MTIMES}
+
+
+def shipped_cases() -> Iterator[ParameterSet]:
+    for builder in BUILDERS:
+        reason = SHIPPED_KNOWN.get(("pyapp", builder))
+        marks = [pytest.mark.xfail(strict=True, raises=KnownFailure, reason=reason)] if reason else []
+        yield pytest.param("pyapp", builder, marks=marks, id=f"pyapp-{builder}")
+
+
+@pytest.mark.realworld
+@pytest.mark.timeout(2 * BUILD_TIMEOUT)
+@pytest.mark.parametrize(("context", "builder"), list(shipped_cases()))
+def test_shipped_pycs_match_their_sources(lab: Lab, context: str, builder: str) -> None:
+    """The image as it leaves the machine (an OCI layout): every .pyc still matches its source, so python loads
+    it instead of compiling the module again at every start."""
+    if not lab.result(context, builder).built:
+        pytest.skip(f"{builder} could not build {context}: test_build[{context}-{builder}] says why")
+    stale = stale_pycs(lab.export(context, builder))
+    lab.stale_pycs[(context, builder)] = len(stale)
+    if stale:
+        message = f"{len(stale)} .pyc files in {builder}'s exported {context} image are stale, e.g.\n" + "\n".join(
+            f"  {pyc.path}: records source mtime {pyc.recorded}, the source has {pyc.source}" for pyc in stale[:10]
+        )
+        if (context, builder) in SHIPPED_KNOWN and all(pyc.source == 0 for pyc in stale):
+            raise KnownFailure(message)
+        pytest.fail(message, pytrace=False)
