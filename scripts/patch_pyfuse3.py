@@ -1,4 +1,4 @@
-"""Rebuild the installed pyfuse3 with five small patches.
+"""Rebuild the installed pyfuse3 with six small patches.
 
 1. readdir() learns the directory's inode when there is no opendir handler. pyfuse3 hands readdir() only the
    file handle opendir() returned. A filesystem that answers opendir with ENOSYS gets the kernel's readdir cache
@@ -25,6 +25,10 @@
    refuses every later fallocate on the mount with EOPNOTSUPP. With this patch, when the Operations object has an
    async `fallocate(fh, mode, offset, length)`, pyfuse3 registers a handler that calls it
    (`pyfuse3_patch/fallocate.pxi`); without one, libfuse answers as before.
+6. The umask is the filesystem's to apply. Stock, the kernel takes the umask off the mode of every new entry
+   before FUSE sees it, so an entry made in a directory with a default POSIX ACL gets the umask too, where on
+   ext4 the ACL replaces it. With this patch, when the Operations object has `apply_umask = True`, pyfuse3 asks
+   for FUSE_CAP_DONT_MASK: the mode comes whole, with the umask beside it in the request context.
 
 `pyfuse3.UNIONFS_PATCH_LEVEL` says which patches are in. unionfs uses them when present and works unpatched too.
 
@@ -41,7 +45,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-PATCH_LEVEL = 6  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
+PATCH_LEVEL = 7  # raised with every change to EDITS, so that `make install` rebuilds an older patched pyfuse3
 PARTS = Path(__file__).with_name("pyfuse3_patch")  # the new code, in Cython: read it there
 REQUIREMENT = "pyfuse3>=3.3"  # as pyproject.toml asks
 
@@ -80,7 +84,9 @@ EDITS = [
         INIT,
         "",
         INIT + "    if getattr(operations, 'read_fd', None) is not None and conn.capable & FUSE_CAP_SPLICE_WRITE:\n"
-        "        conn.want |= FUSE_CAP_SPLICE_WRITE  # read_fd's replies: splice the data, no copy in the daemon\n",
+        "        conn.want |= FUSE_CAP_SPLICE_WRITE  # read_fd's replies: splice the data, no copy in the daemon\n"
+        "    if getattr(operations, 'apply_umask', False) and conn.capable & (1 << 6):\n"
+        "        conn.want |= (1 << 6)  # FUSE_CAP_DONT_MASK: the umask comes in ctx.umask, the mode whole\n",
     ),
     ("src/pyfuse3/handlers.pxi", CREATE, "", (PARTS / "fallocate.pxi").read_text() + CREATE),
     (
@@ -172,7 +178,8 @@ def main() -> int:
             )
             return 0
     print(
-        f"patch_pyfuse3: pyfuse3 {version} built with the patches: cached listings, direct reads and writes, fallocate"
+        f"patch_pyfuse3: pyfuse3 {version} built with the patches: cached listings, direct reads and writes, "
+        "fallocate, the umask left to unionfs"
     )
     return 0
 
