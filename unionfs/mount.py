@@ -165,6 +165,9 @@ def serve(config: MountConfig, ready: Callable[[], None], owner_fd: int | None =
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
     ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others=config.allow_other and not privileged)
+    # Privileged, the kernel checks permissions (default_permissions): FUSE_POSIX_ACL has it honour ACL entries
+    # too, reading each inode's ACL once. Unprivileged it must not: it would turn default_permissions on.
+    ops.enable_acl = privileged
     try:
         pyfuse3.init(ops, config.mountpoint, fuse_options(config, privileged))
     except BaseException:

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from . import acl
 from .copyup import Content, TreePlanner
 from .idmap import IdMap
 from .inodes import ROOT_INODE, InodeTable
@@ -109,6 +110,9 @@ class FileHandle:
 
 class UnionOperations(pyfuse3.Operations):
     enable_writeback_cache = False
+    # The umask is ours to apply (FUSE_CAP_DONT_MASK, with the patched pyfuse3): a default ACL replaces it
+    # (union.py). Stock, the kernel has applied it already, and applying it again changes nothing.
+    apply_umask = True
 
     def __init__(self, fs: UnionFS, timeout: float, ids: IdMap | None = None, check_others: bool = False) -> None:
         super().__init__()
@@ -258,8 +262,15 @@ class UnionOperations(pyfuse3.Operations):
         if self._foreign(ctx):
             uid = self.ids.store_uid(ctx.uid)
             gids = {self.ids.store_gid(g) for g in (ctx.gid, *pyfuse3.get_sup_groups(ctx.pid))}
-            if not allowed(node.st, uid, gids, mask):
+            if not allowed(node.st, uid, gids, mask, self._access_acl(node)):
                 raise pyfuse3.FUSEError(errno.EACCES)
+
+    def _access_acl(self, node: Node) -> acl.Acl | None:
+        """The access ACL `node` shows, for the daemon's own permission checks; None without one."""
+        try:
+            return acl.parse(self.fs.getxattr(node, acl.ACCESS))
+        except OSError:
+            return None
 
     def _require_delete(self, ctx: Any, parent: Node, victim: Node) -> None:
         self._require(ctx, parent, WRITE | EXEC)
@@ -268,7 +279,7 @@ class UnionOperations(pyfuse3.Operations):
 
     def _owner(self, ctx: Any) -> Owner:
         """Who a request's new entry belongs to, in the ids the layers store."""
-        return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid))
+        return Owner(self.ids.store_uid(ctx.uid), self.ids.store_gid(ctx.gid), ctx.umask)
 
     def _leased(self, inode: int) -> tuple[Path, ...]:
         """What a request changing `inode` leases: its path, or none for a file whose every name is gone."""
@@ -482,7 +493,10 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        return self.fs.getxattr(self._node(inode, attrs=False), os.fsdecode(name))
+        value = self.fs.getxattr(self._node(inode, attrs=False), os.fsdecode(name))
+        if os.fsdecode(name) in acl.NAMES and not self.ids.identity:
+            value = acl.map_ids(value, self.ids.show_uid, self.ids.show_gid)
+        return value
 
     @translate
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
@@ -497,8 +511,12 @@ class UnionOperations(pyfuse3.Operations):
             node = await self._meta_copied_up(inode, ctx)
             if os.fsdecode(name) == CAPABILITY:  # set in a user namespace: v3, for its root's uid (privxattr.py)
                 value = image_capability(value, self.ids.store_uid)
+            if os.fsdecode(name) in acl.NAMES and not self.ids.identity:
+                value = acl.map_ids(value, self.ids.store_uid, self.ids.store_gid)
             self.fs.setxattr(node, os.fsdecode(name), value)
             self._follow_copy_ups()
+        if os.fsdecode(name) in acl.NAMES:
+            self._mode_changed(inode)
 
     @translate
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
@@ -507,6 +525,16 @@ class UnionOperations(pyfuse3.Operations):
             node = await self._meta_copied_up(inode, ctx)
             self.fs.removexattr(node, os.fsdecode(name))
             self._follow_copy_ups()
+        if os.fsdecode(name) in acl.NAMES:
+            self._mode_changed(inode)
+
+    def _mode_changed(self, inode: int) -> None:
+        """An ACL set the mode: the kernel, which asked for an xattr and not for a chmod, must forget the
+        attributes it holds (without FUSE_POSIX_ACL it forgets only the change time)."""
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError:
+            pass  # (the kernel no longer knows the inode: nothing is cached)
 
     async def _meta_copied_up(self, inode: int, ctx: Any) -> Node:
         """`inode`, checked writable for `ctx`, with a large file copied up aside where changing its metadata

@@ -10,14 +10,19 @@ import os
 import stat
 from collections.abc import Collection
 
+from . import acl
+
 READ, WRITE, EXEC = os.R_OK, os.W_OK, os.X_OK
 
 
-def allowed(st: os.stat_result, uid: int, gids: Collection[int], mask: int) -> bool:
-    """Whether a process with `uid` and groups `gids` may do `mask` (R/W/X bits) to an entry shown as `st`."""
+def allowed(st: os.stat_result, uid: int, gids: Collection[int], mask: int, access: acl.Acl | None = None) -> bool:
+    """Whether a process with `uid` and groups `gids` may do `mask` (R/W/X bits) to an entry shown as `st`,
+    which has the access ACL `access` (None: none)."""
     if uid == 0:
         # root: anything, but to execute a file some execute bit must be set
         return not (mask & EXEC and not stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o111)
+    if access is not None and uid != st.st_uid:
+        return acl.permits(access, st.st_uid, st.st_gid, uid, frozenset(gids), mask)
     if uid == st.st_uid:
         bits = (st.st_mode >> 6) & 7
     elif st.st_gid in gids:

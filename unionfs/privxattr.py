@@ -6,6 +6,11 @@ privileged, such an xattr is kept as `user.containers.override_NAME`, the record
 (`xattr_permissions=2`) and containers/storage use for `security.*`, and shown as NAME: a record wins over an
 xattr of the same name on disk. The records themselves are union bookkeeping, never shown and never settable.
 
+POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`) are kept the same way where the writer is
+not privileged: an ordinary user could set them on the upper files it owns, but there they would name the
+user's own ids as owner and group and give other users of the host access to the upper, and the mode the
+kernel derives from them would bind the daemon itself. acl.py keeps the mode and a recorded ACL in step.
+
 `security.capability` comes in three revisions (linux/capability.h, all little-endian 32-bit words): v1 (magic
 and one permitted/inheritable pair, 12 bytes), v2 (two pairs, 20 bytes) and v3 (v2 and the uid of the user
 namespace root the capability is for, 24 bytes). A process in a user namespace that sets a v2 capability gets
@@ -26,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping
 RECORD_PREFIX = "user.containers.override_"
 #: Namespaces an unprivileged writer keeps as records.
 PRIVILEGED_NAMESPACES: tuple[str, ...] = ("security.", "trusted.")
+#: Single xattrs an unprivileged writer keeps as records too: POSIX ACLs.
+RECORDED_NAMES: tuple[str, ...] = ("system.posix_acl_access", "system.posix_acl_default")
 CAPABILITY = "security.capability"
 
 _REVISION_MASK = 0xFF000000
@@ -36,8 +43,9 @@ _SIZE_3 = 24
 
 
 def is_privileged(name: str) -> bool:
-    """True for xattrs only a privileged writer may set: kept as records where the writer is not."""
-    return name.startswith(PRIVILEGED_NAMESPACES)
+    """True for xattrs only a privileged writer may set (and POSIX ACLs): kept as records where the writer is
+    not."""
+    return name.startswith(PRIVILEGED_NAMESPACES) or name in RECORDED_NAMES
 
 
 def record_name(name: str) -> str:

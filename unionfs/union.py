@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import acl
 from .copyup import THREADED_COPY_MIN, BuiltTree, Content, StagedCopy, TreePlan, TreePlanner, Upper, proc_path
 from .errors import UnionError
 from .layers import Path
@@ -57,6 +58,7 @@ class Owner:
 
     uid: int
     gid: int
+    umask: int = 0  # what the kernel leaves to the filesystem to apply, where no default ACL replaces it
 
 
 def check_length(name: str) -> None:
@@ -112,10 +114,12 @@ class UnionFS:
         return self.tree.layers[node.layer].dirfd(node.path[:-1])
 
     def location(self, node: Node) -> str:
-        """A /proc path naming `node` in its layer (the final component is not followed by *at users)."""
+        """A /proc path naming `node` in its layer (the final component is not followed by *at users). The
+        layer's root is named as `.` in it: calls that do not follow a final symlink would otherwise act on the
+        /proc link itself (ENOTSUP for its xattrs, which the kernel asks of the mount's root for its ACL)."""
         layer = self.tree.layers[node.layer]
         if not node.path:
-            return proc_path(layer.root_fd)
+            return proc_path(layer.root_fd, ".")
         return proc_path(layer.dirfd(node.path[:-1]), node.name)
 
     def readlink(self, node: Node) -> str:
@@ -224,7 +228,7 @@ class UnionFS:
     def _owner_for(self, parent: Node, owner: Owner, mode: int) -> tuple[Owner, int]:
         """Apply the setgid-directory rule: what the kernel would do had we created in place."""
         if parent.st.st_mode & stat.S_ISGID:
-            owner = Owner(owner.uid, parent.st.st_gid)
+            owner = Owner(owner.uid, parent.st.st_gid, owner.umask)
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
         return owner, mode
@@ -246,11 +250,16 @@ class UnionFS:
             raise UnionError(errno.ENOTDIR)
         if self.tree.lookup(parent, name) is not None:
             raise UnionError(errno.EEXIST)
+        inherited: dict[str, bytes] = {}
+        if owner is not None and not stat.S_ISLNK(mode):
+            mode, inherited = self._inherit(parent, mode, owner.umask)
         parent_fd = upper.ensure_dir(parent)
         opaque = is_dir and self.tree.lower_has(parent, name)
         tmp = upper.tmpname()
         build(upper.work_fd, tmp)
         try:
+            for acl_name, value in inherited.items():
+                self._store_xattr(proc_path(upper.work_fd, tmp), acl_name, value)
             if owner is not None:  # a new inode (not a new name of an existing one)
                 owner, mode = self._owner_for(parent, owner, mode)
                 st = os.stat(tmp, dir_fd=upper.work_fd, follow_symlinks=False)
@@ -265,6 +274,19 @@ class UnionFS:
             upper.discard(tmp)
             raise
         return self._created(parent, name)
+
+    def _inherit(self, parent: Node, mode: int, umask: int) -> tuple[int, dict[str, bytes]]:
+        """The mode and ACLs of an entry about to be created in `parent` with `mode`: from the parent's default
+        ACL where it has one (a directory inherits the default ACL itself too), else `mode` less the umask."""
+        try:
+            default = acl.parse(self.getxattr(parent, acl.DEFAULT))
+        except OSError:
+            return mode & ~umask, {}
+        access, mode = acl.inherit(default, mode)
+        inherited = {} if access is None else {acl.ACCESS: acl.encode(access)}
+        if stat.S_ISDIR(mode):
+            inherited[acl.DEFAULT] = acl.encode(default)
+        return mode, inherited
 
     def _created(self, parent: Node, name: str) -> Node:
         """The entry just made under `parent`: looked up there, unless the parent only now entered the upper."""
@@ -576,6 +598,16 @@ class UnionFS:
             st, uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid, mode=new_mode
         )
         self._writer().set_owner_mode(self._dirfd(node), node.name, effective)
+        if mode is not None and not stat.S_ISLNK(st.st_mode):
+            self._chmod_recorded_acl(self.location(node), new_mode)
+
+    def _chmod_recorded_acl(self, where: str, mode: int) -> None:
+        """After a chmod: an access ACL kept as a record follows the mode, as the kernel rewrites a real one."""
+        try:
+            entries = acl.parse(os.getxattr(where, record_name(acl.ACCESS), follow_symlinks=False))
+        except OSError:
+            return
+        os.setxattr(where, record_name(acl.ACCESS), acl.encode(acl.chmod(entries, mode)), follow_symlinks=False)
 
     def check_xattr_change(self, name: str, setting: bool) -> None:
         """Refuse to set or remove an xattr the union filesystem keeps for itself, before anything is copied."""
@@ -585,8 +617,12 @@ class UnionFS:
             raise UnionError(errno.ENODATA)  # (it does not show, so there is nothing to remove)
 
     def setxattr(self, node: Node, name: str, value: bytes) -> None:
-        """Set an xattr; a `security.*` or `trusted.*` one as a record where the upper's writer may not set it."""
+        """Set an xattr; a `security.*` or `trusted.*` one as a record where the upper's writer may not set it.
+        A POSIX ACL sets the mode as the kernel does (acl.py)."""
         self.check_xattr_change(name, True)
+        if name in acl.NAMES:
+            self._set_acl(node, name, value)
+            return
         node = self._copy_up(node, "meta")
         where = self.location(node)
         if not is_privileged(name):
@@ -596,6 +632,46 @@ class UnionFS:
         else:
             os.setxattr(where, name, value, follow_symlinks=False)
             _remove_if_there(where, record_name(name))  # a record would hide what was just set
+
+    def _set_acl(self, node: Node, name: str, value: bytes) -> None:
+        """Set an access ACL (the mode follows it; one that says no more than a mode is stored as that mode
+        only, as on ext4) or a default ACL (directories only)."""
+        entries = acl.parse(value)
+        if stat.S_ISLNK(node.st.st_mode):
+            raise UnionError(errno.EOPNOTSUPP)
+        if name == acl.DEFAULT and not node.is_dir:
+            raise UnionError(errno.EACCES)
+        node = self._copy_up(node, "meta")
+        where = self.location(node)
+        if name == acl.DEFAULT:
+            self._store_xattr(where, name, value)
+            return
+        if acl.equivalent(entries):
+            _remove_if_there(where, record_name(name))
+            _remove_if_there(where, name)
+        else:
+            self._store_xattr(where, name, acl.encode(entries))
+        if node.is_dir:
+            self.tree.reshaped()  # cached directories carry their mode
+        self._change_owner_mode(node, None, None, acl.with_mode(node.st.st_mode, entries))
+
+    def _store_xattr(self, where: str, name: str, value: bytes) -> None:
+        """Keep a privileged xattr (or an ACL) at `where` for real where the writer may, else as a record."""
+        assert self.upper is not None
+        if self.upper.privileged:
+            try:
+                os.setxattr(where, name, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+            else:
+                _remove_if_there(where, record_name(name))  # a record would hide what was just set
+                return
+        try:
+            os.setxattr(where, record_name(name), value, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.EPERM:  # Linux keeps user.* xattrs off fifos and sockets: lost there
+                raise
 
     def removexattr(self, node: Node, name: str) -> None:
         """Remove an xattr: a privileged one's record and the xattr on disk, whichever it has."""

@@ -1,0 +1,86 @@
+"""POSIX ACLs on an ordinary user's mount: the same commands give the same modes and ACLs as in a plain
+directory of the user's on ext4, before and after a remount; the upper keeps the ACLs as records
+(`user.containers.override_system.posix_acl_*`, unionfs.privxattr), never as real ACLs on its files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.rootless.conftest import User
+from tests.rootless.test_rootless import mount_as_user
+from tests.support import write
+
+pytestmark = pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl (Debian: acl) is not installed")
+
+STEPS = """
+set -e
+umask 022
+cp -p in out
+setfacl -m u:1234:rwx,g:2345:r f
+setfacl -m u:1234:rwx g
+setfacl -b g
+setfacl -m u:1234:rwx h
+chmod 0750 h
+setfacl -d -m u:1234:rwx,g:2345:rx d
+echo x > d/file
+mkdir d/sub d/sub/deeper
+"""
+NAMES = ["out", "f", "g", "h", "d", "d/file", "d/sub", "d/sub/deeper"]
+LOWER = {"in": 0o644, "f": 0o640, "h": 0o640}
+UPPER = {"out": 0o600, "g": 0o600}
+
+
+def observe(user: User, root: Path) -> str:
+    """Every name's mode (`stat -c %a`, which asks for the mode alone), ACL and xattr names, as the user sees."""
+    script = "cd " + str(root) + "\nfor name in " + " ".join(NAMES) + "; do\n"
+    script += "stat -c '%n %a' $name; getfacl --omit-header --numeric $name; getfattr --absolute-names -m - $name\n"
+    script += "done\n"
+    return user.run("sh", "-c", script).stdout
+
+
+def tree(root: Path, files: dict[str, int], owner: User) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, mode in files.items():
+        write(root / name, name, mode)
+        os.chmod(root / name, mode)
+    (root / "d").mkdir(exist_ok=True)
+    for path in (root, *root.rglob("*")):
+        os.chown(path, owner.uid, owner.gid)
+
+
+def test_acls_on_a_rootless_mount_as_on_ext4(user: User, workspace: Path) -> None:
+    plain = workspace / "plain"
+    tree(plain, {**LOWER, **UPPER}, user)
+    user.run("sh", "-c", f"cd {plain}\n{STEPS}")
+    expected = observe(user, plain)
+
+    lower, up, work = workspace / "lower", workspace / "upper", workspace / "work"
+    # The user's own, as the plain directory's are: the kernel lets only a file's owner (as the mount shows it)
+    # set its ACL, before it asks the filesystem (a RUN step's mount shows the image's root as the user).
+    tree(lower, LOWER, user)
+    tree(up, UPPER, user)
+    (up / "d").rmdir()  # d is the lower layer's
+    work.mkdir()
+    os.chown(work, user.uid, user.gid)
+    for n, point in enumerate((workspace / "mnt", workspace / "again")):
+        point.mkdir()
+        os.chown(point, user.uid, user.gid)
+        mount_as_user(user, [lower], up, work, point)
+        try:
+            if n == 0:
+                user.run("sh", "-c", f"cd {point}\n{STEPS}")
+            assert observe(user, point) == expected
+        finally:
+            user.unionfs("umount", str(point))
+
+    for name in ("f", "h", "d/file", "d/sub"):
+        kept = os.listxattr(up / name, follow_symlinks=False)
+        assert "user.containers.override_system.posix_acl_access" in kept, name
+        assert "system.posix_acl_access" not in kept and "system.posix_acl_default" not in kept, name
+    for name in ("d", "d/sub", "d/sub/deeper"):
+        assert "user.containers.override_system.posix_acl_default" in os.listxattr(up / name), name
+    assert not any("posix_acl" in name for name in os.listxattr(up / "out") + os.listxattr(up / "g"))
