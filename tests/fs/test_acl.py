@@ -59,6 +59,7 @@ def compare(
     names: list[str],
     remount: bool = True,
     options: tuple[str, ...] = (),
+    prepare: Step | None = None,
 ) -> None:
     """The steps in a plain directory and in the mount; what `names` show must be the same in both, and in
     the mount again after a remount."""
@@ -66,10 +67,14 @@ def compare(
     try:
         plain = tmp_path / "plain"
         make(plain, {**lower, **upper})
+        if prepare is not None:
+            prepare(plain)
         for step in steps:
             step(plain)
         expected = observe(plain, names)
         make(tmp_path / "lower", lower)
+        if prepare is not None:
+            prepare(tmp_path / "lower")
         make(tmp_path / "upper", upper)
         (tmp_path / "work").mkdir()
         mount = mounter([tmp_path / "lower"], tmp_path / "upper", tmp_path / "work", options)
@@ -178,3 +183,17 @@ def test_acls_of_the_mount_root(mounter: Mounter, tmp_path: Path) -> None:
         lambda d: (d / "new").write_text("x"),
     ]
     compare(mounter, tmp_path, {}, {}, steps, ["", "new"])
+
+
+def test_copy_up_keeps_the_acls_a_lower_layer_has(mounter: Mounter, tmp_path: Path) -> None:
+    def prepare(d: Path) -> None:
+        run("setfacl", "-m", "u:1234:rw,g:2345:r", d / "f", d / "g")
+        run("setfacl", "-d", "-m", "u:1234:rwx", d / "dir")
+
+    steps: list[Step] = [
+        lambda d: run("touch", d / "f"),  # a copy-up of metadata
+        lambda d: run("chmod", "0640", d / "g"),
+        lambda d: (d / "dir" / "new").write_text("x"),  # a copy-up of the directory, then a create in it
+    ]
+    lower = {"f": 0o600, "g": 0o644, "dir/": 0o755}
+    compare(mounter, tmp_path, lower, {}, steps, ["f", "g", "dir", "dir/new"], prepare=prepare)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,13 @@ chmod 0750 h
 setfacl -d -m u:1234:rwx,g:2345:rx d
 echo x > d/file
 mkdir d/sub d/sub/deeper
+touch k
+chmod 0640 k
 """
-NAMES = ["out", "f", "g", "h", "d", "d/file", "d/sub", "d/sub/deeper"]
-LOWER = {"in": 0o644, "f": 0o640, "h": 0o640}
+NAMES = ["out", "f", "g", "h", "d", "d/file", "d/sub", "d/sub/deeper", "k"]
+LOWER = {"in": 0o644, "f": 0o640, "h": 0o640, "k": 0o600}
+#: an ACL file k has before the steps: a real one in the lower layer, whose copy-up keeps it as a record
+K_ACL = "u:1234:rw,g:2345:r"
 UPPER = {"out": 0o600, "g": 0o600}
 
 
@@ -55,6 +60,7 @@ def tree(root: Path, files: dict[str, int], owner: User) -> None:
 def test_acls_on_a_rootless_mount_as_on_ext4(user: User, workspace: Path) -> None:
     plain = workspace / "plain"
     tree(plain, {**LOWER, **UPPER}, user)
+    subprocess.run(["setfacl", "-m", K_ACL, plain / "k"], check=True)
     user.run("sh", "-c", f"cd {plain}\n{STEPS}")
     expected = observe(user, plain)
 
@@ -62,6 +68,7 @@ def test_acls_on_a_rootless_mount_as_on_ext4(user: User, workspace: Path) -> Non
     # The user's own, as the plain directory's are: the kernel lets only a file's owner (as the mount shows it)
     # set its ACL, before it asks the filesystem (a RUN step's mount shows the image's root as the user).
     tree(lower, LOWER, user)
+    subprocess.run(["setfacl", "-m", K_ACL, lower / "k"], check=True)
     tree(up, UPPER, user)
     (up / "d").rmdir()  # d is the lower layer's
     work.mkdir()
@@ -77,7 +84,7 @@ def test_acls_on_a_rootless_mount_as_on_ext4(user: User, workspace: Path) -> Non
         finally:
             user.unionfs("umount", str(point))
 
-    for name in ("f", "h", "d/file", "d/sub"):
+    for name in ("f", "h", "d/file", "d/sub", "k"):
         kept = os.listxattr(up / name, follow_symlinks=False)
         assert "user.containers.override_system.posix_acl_access" in kept, name
         assert "system.posix_acl_access" not in kept and "system.posix_acl_default" not in kept, name
