@@ -91,3 +91,27 @@ def test_acls_on_a_rootless_mount_as_on_ext4(user: User, workspace: Path) -> Non
     for name in ("d", "d/sub", "d/sub/deeper"):
         assert "user.containers.override_system.posix_acl_default" in os.listxattr(up / name), name
     assert not any("posix_acl" in name for name in os.listxattr(up / "out") + os.listxattr(up / "g"))
+
+
+def test_cp_p_in_a_run_steps_mount(user: User, workspace: Path) -> None:
+    """readline-common's postinst, `cp -p /usr/share/readline/inputrc /etc/inputrc`, on a mount as a rootless RUN
+    step makes it: the image's root shown as the user. The mode is kept for good (the ownership record)."""
+    lower, up, work = workspace / "lower", workspace / "upper", workspace / "work"
+    write(lower / "usr" / "share" / "readline" / "inputrc", "set bell-style none\n", 0o644)
+    write(lower / "etc" / "inputrc", "old\n", 0o600)  # root's, as the image has them
+    for path in (up, work):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    ids = (f"uidmapping=0:{user.uid}:1", f"gidmapping=0:{user.gid}:1")
+    for n, point in enumerate((workspace / "mnt", workspace / "again")):
+        point.mkdir()
+        os.chown(point, user.uid, user.gid)
+        mount_as_user(user, [lower], up, work, point, *ids)
+        try:
+            if n == 0:
+                user.run("cp", "-p", str(point / "usr/share/readline/inputrc"), str(point / "etc/inputrc"))
+            shown = user.run("stat", "-c", "%a %u", str(point / "etc/inputrc")).stdout.split()
+            assert shown == ["644", str(user.uid)]
+        finally:
+            user.unionfs("umount", str(point))
+    assert os.getxattr(up / "etc" / "inputrc", "user.containers.override_stat").startswith(b"0:0:0644")
