@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from imagebuild import analyze, lint, sandbox, transport
+from imagebuild import analyze, lint, sandbox, transport, userns
 from imagebuild import context as build_context
 from imagebuild.analyze import human
 from imagebuild.build.executor import Builder, Options
@@ -421,8 +421,10 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     if not argv:
         raise BuildError(f"image '{args.image}' has no ENTRYPOINT or CMD: give a command to run")
     name = container_name(image, args.name)
-    rootfs = sandbox.mountpoint()
-    mount = image_mount(store, image, rootfs, name, sandbox.union_options(config.user))
+    ranges = userns.ranges()
+    namespace = None if ranges is None else userns.Namespace(*ranges)
+    rootfs = sandbox.mountpoint(private=namespace is None)
+    mount = image_mount(store, image, rootfs, name, sandbox.union_options(config.user, namespace is not None))
     env = {**dict(e.partition("=")[::2] for e in config.env), **key_values(args.env, "-e")}
     child: subprocess.Popen[bytes] | None = None
 
@@ -433,15 +435,24 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     # SIGTERM/SIGINT stop the command; they never cut the cleanup short (unmount, --rm)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if namespace is not None:
+            mount.enter = namespace.open().daemon()
         mount.mount()
-        user = sandbox.resolve_user(rootfs, config.user)
-        child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user)
+        if namespace is None:
+            user = sandbox.resolve_user(rootfs, config.user)
+            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user)
+        else:
+            namespace.makedirs(*(os.path.join(rootfs, d) for d in ("dev", "proc")))
+            user = sandbox.resolve_user(rootfs, config.user, namespace.read)
+            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, namespace.enter())
         status = child.wait()
     except MountError as exc:
         raise BuildError(f"cannot mount image '{args.image}': {exc}") from None
     finally:
         try:
             mount.unmount()
+            if namespace is not None:
+                namespace.close()
             sandbox.remove_mountpoint(rootfs)
             if args.rm:
                 shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)

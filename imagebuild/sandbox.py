@@ -25,12 +25,16 @@ MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
 
-def mountpoint() -> str:
+def mountpoint(private: bool = True) -> str:
     """An empty directory to mount a rootfs on: `ROOTFS_NAME` in a directory only this user may enter
     (`imagebuild-rootfs-PID-XXXXXXXX`, mode 0700), since the mount lets every id of the container in and no
     other user of the host may reach the container's files. The directory's name carries this process's pid,
-    so `imagebuild check` can tell one whose maker is gone."""
+    so `imagebuild check` can tell one whose maker is gone. Not `private` (0755) for a mount made in a mount
+    namespace of the container's own (userns.py), which no other user sees, and where the container's ids must
+    pass the directory."""
     home = tempfile.mkdtemp(prefix=f"{ROOTFS_PREFIX}{os.getpid()}-")  # 0700
+    if not private:
+        os.chmod(home, 0o755)
     path = os.path.join(home, ROOTFS_NAME)
     os.mkdir(path, 0o755)
     return path
@@ -43,7 +47,7 @@ def remove_mountpoint(path: str) -> None:
             os.rmdir(directory)
 
 
-def union_options(user: str | None = None) -> list[str]:
+def union_options(user: str | None = None, namespace: bool = False) -> list[str]:
     """Mount options for a rootfs the sandbox runs in: as an ordinary user, the sandbox's root is the user,
     so the image's root (id 0 in the layers) is shown as the user and what it creates is stored as root's.
     As root, every id of the container may use the mount (allow_other; the kernel checks their rights, as
@@ -51,26 +55,34 @@ def union_options(user: str | None = None) -> list[str]:
     may drop to another id itself (su, setpriv, apt's `_apt`). The mount point's private directory keeps
     other users of the host out."""
     del user
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 or namespace:  # in the container's namespace (userns.py), ids arrive as the container's
         return ["allow_other"]
     return [f"uidmapping=0:{os.geteuid()}:1", f"gidmapping=0:{os.getegid()}:1"]
 
 
-def resolve_user(rootfs: str, spec: str | None) -> tuple[int, int]:
-    """USER `name[:group]` or `uid[:gid]`, looked up in the image's /etc/passwd and /etc/group."""
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def resolve_user(rootfs: str, spec: str | None, read: Callable[[str], str | None] = read_text) -> tuple[int, int]:
+    """USER `name[:group]` or `uid[:gid]`, looked up in the image's /etc/passwd and /etc/group (read with `read`,
+    for a rootfs only a namespace sees)."""
     if not spec:
         return 0, 0
     user, _, group = spec.partition(":")
 
     def lookup(table: str, name: str) -> tuple[int, int] | None:
-        try:
-            with open(os.path.join(rootfs, "etc", table), encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    fields = line.rstrip("\n").split(":")
-                    if fields[0] == name and len(fields) > 3:
-                        return int(fields[2]), int(fields[3])
-        except (OSError, ValueError):
-            pass
+        for line in (read(os.path.join(rootfs, "etc", table)) or "").splitlines():
+            fields = line.split(":")
+            if fields[0] == name and len(fields) > 3:
+                try:
+                    return int(fields[2]), int(fields[3])
+                except ValueError:
+                    return None
         return None
 
     found = (int(user), int(user)) if user.isdigit() else lookup("passwd", user)
@@ -86,14 +98,21 @@ def resolve_user(rootfs: str, spec: str | None) -> tuple[int, int]:
 
 
 def bwrap_command(
-    rootfs: str, argv: Sequence[str], env: Mapping[str, str], workdir: str, user: tuple[int, int] = (0, 0)
+    rootfs: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    workdir: str,
+    user: tuple[int, int] = (0, 0),
+    inside: bool = False,
 ) -> list[str]:
+    """bubblewrap's command line. `inside`: it runs as the root of a user namespace that maps every id of the
+    container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone)."""
     tool = shutil.which("bwrap")
     if tool is None:
         raise BuildError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
     uid, gid = user
     command = [tool]
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not inside:
         command += ["--unshare-user", "--uid", str(uid), "--gid", str(gid)]  # the building user plays the image's
         if uid == 0:
             # bubblewrap leaves the namespace's root no capability; a package's `setcap` (iputils-ping's postinst)
@@ -103,7 +122,7 @@ def bwrap_command(
     elif user != (0, 0):
         # the image's USER for real: drop to it on the host, and let its own namespace map the same ids; the
         # rootfs is reached through its private directory, where `preexec` shows it to this command alone
-        rootfs = os.path.dirname(rootfs)
+        rootfs = rootfs if inside else os.path.dirname(rootfs)
         command = [
             "setpriv",
             f"--reuid={uid}",
@@ -163,8 +182,16 @@ def prepare(rootfs: str) -> None:
 
 
 def spawn(
-    rootfs: str, argv: Sequence[str], env: Mapping[str, str], workdir: str, user: tuple[int, int] = (0, 0)
+    rootfs: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    workdir: str,
+    user: tuple[int, int] = (0, 0),
+    enter: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    prepare(rootfs)
-    command = bwrap_command(rootfs, argv, env, workdir, user)
+    """Start the command; `enter`: in the container's user namespace (userns.py), where the caller prepared the
+    rootfs."""
+    if not enter:
+        prepare(rootfs)
+    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=bool(enter))]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec(rootfs, user))

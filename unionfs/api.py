@@ -64,7 +64,9 @@ os.register_at_fork(after_in_child=_drop_owner_pipe)
 class UnionMount:
     """A running union mount: `lowers` top first, an optional `upper`/`work` pair for writes. `owned` (the default)
     ties the mount to this process: its daemon unmounts when this process is gone, however it ends. A mount meant
-    to outlive the process (the user unmounts it later) is made with `owned=False`."""
+    to outlive the process (the user unmounts it later) is made with `owned=False`. `enter`, when given, is a
+    command prefix that runs a command in the namespaces the mount is to live in (`nsenter ... --`): the daemon
+    starts and the unmount runs there, since the mount is not in this process's view."""
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class UnionMount:
         work: str | None = None,
         options: Sequence[str] = (),
         owned: bool = True,
+        enter: Sequence[str] = (),
     ) -> None:
         self.mountpoint = os.path.realpath(mountpoint)
         option = "lowerdir=" + ":".join(_escape(os.fspath(p)) for p in lowers)
@@ -81,6 +84,7 @@ class UnionMount:
             option += f",upperdir={_escape(upper)},workdir={_escape(work)}"
         self.options = ",".join([option, *options])
         self.owned = owned
+        self.enter = list(enter)
         self.pid: int | None = None
 
     def mount(self) -> UnionMount:
@@ -92,7 +96,7 @@ class UnionMount:
                 fds = (owner_fd(),)
                 command += ["--owner-fd", str(fds[0])]
             done = subprocess.run(
-                [*command, self.mountpoint],
+                [*self.enter, *command, self.mountpoint],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -109,13 +113,22 @@ class UnionMount:
         mount nor the daemon is left: when the unmount fails, the daemon is killed and its dead mount detached,
         and MountError says why the unmount failed."""
         try:
-            if self.mountpoint in mounted_points():
+            if self.enter:
+                self._unmount_inside()
+            elif self.mountpoint in mounted_points():
                 unmount(self.mountpoint)
         except UnmountError as exc:
             self._remove_by_force(str(exc))
         if self.pid is not None:
             reap(self.pid, timeout)
             self.pid = None
+
+    def _unmount_inside(self) -> None:
+        if self.pid is not None and exited(self.pid):
+            return  # its namespace, and the mount with it, is gone
+        done = subprocess.run([*self.enter, "umount", self.mountpoint], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise UnmountError(done.stderr.strip() or f"umount {self.mountpoint} failed")
 
     def _remove_by_force(self, reason: str) -> None:
         pids = [self.pid] if self.pid is not None else daemon_pids(self.mountpoint)
@@ -317,9 +330,10 @@ def mounted(
     work: str | None = None,
     options: Sequence[str] = (),
     owned: bool = True,
+    enter: Sequence[str] = (),
 ) -> Iterator[UnionMount]:
     """`with mounted(...) as m:` mounts, and always unmounts on the way out (or goes with this process)."""
-    mount = UnionMount(mountpoint, lowers, upper, work, options, owned).mount()
+    mount = UnionMount(mountpoint, lowers, upper, work, options, owned, enter).mount()
     try:
         yield mount
     finally:

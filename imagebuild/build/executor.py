@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from imagebuild import sandbox, transport
+from imagebuild import sandbox, transport, userns
 from imagebuild.build import copysource, copystep
 from imagebuild.build.copydest import CopyError
 from imagebuild.build.copyflags import parse_chmod
@@ -375,27 +375,39 @@ class Builder:
         return self.store.lower_dirs(state.layers) or [empty]
 
     def _run(self, instruction: Instruction, state: StageState) -> str:
+        ranges = userns.ranges()
         upper = self.store.scratch_dir("upper-")
         work = self.store.scratch_dir("work-")
-        mnt = sandbox.mountpoint()
+        mnt = sandbox.mountpoint(private=ranges is None)
         empty = self.store.scratch_dir("empty-")
-        options = sandbox.union_options(state.config.user)
+        options = sandbox.union_options(state.config.user, namespace=ranges is not None)
         lowers = self._lowers(state, empty)
+        namespace = None if ranges is None else userns.Namespace(*ranges)
         try:
-            with mounted(mnt, lowers, upper, work, options):
+            if namespace is not None:
+                namespace.open()
+            enter = [] if namespace is None else namespace.enter()
+            with mounted(mnt, lowers, upper, work, options, enter=[] if namespace is None else namespace.daemon()):
                 workdir = state.config.working_dir or "/"
-                os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
                 env = {**state.args, **state.env}
                 try:
-                    user = sandbox.resolve_user(mnt, state.config.user)
+                    if namespace is None:
+                        os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
+                        user = sandbox.resolve_user(mnt, state.config.user)
+                        sandbox.prepare(mnt)
+                    else:
+                        namespace.makedirs(*(os.path.join(mnt, d.lstrip("/")) for d in (workdir, "dev", "proc")))
+                        user = sandbox.resolve_user(mnt, state.config.user, namespace.read)
                 except BuildError as exc:
                     raise BuildError(f"{self._where(instruction)}: {exc}") from None
                 argv = self._command(instruction, state)
-                sandbox.prepare(mnt)
-                command = sandbox.bwrap_command(mnt, argv, env, workdir, user)
+                command = [*enter, *sandbox.bwrap_command(mnt, argv, env, workdir, user, inside=bool(enter))]
                 status = self._stream(command, sandbox.preexec(mnt, user))
             if status != 0:
-                raise BuildError(f"{self._where(instruction)}: RUN failed with exit status {status}", status)
+                why = f"{self._where(instruction)}: RUN failed with exit status {status}"
+                if os.geteuid() != 0 and namespace is None:
+                    why += f" ({userns.no_range_hint()})"
+                raise BuildError(why, status)
             self._drop_mountpoints(upper, lowers)
             return upper
         except MountError as exc:
@@ -404,6 +416,8 @@ class Builder:
             shutil.rmtree(upper, ignore_errors=True)
             raise
         finally:
+            if namespace is not None:
+                namespace.close()
             for path in (work, empty):
                 shutil.rmtree(path, ignore_errors=True)
             sandbox.remove_mountpoint(mnt)
