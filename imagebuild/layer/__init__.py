@@ -2,7 +2,15 @@
 
 from imagebuild.layer.errors import LayerError
 from imagebuild.layer.extract import extract_layer_tar
-from imagebuild.layer.tar import ZSTD_AVAILABLE, compress_gzip, compress_zstd, layer_digests, write_layer_tar
+from imagebuild.layer.tar import (
+    ZSTD_AVAILABLE,
+    compress_gzip,
+    compress_zstd,
+    layer_digests,
+    layer_headers,
+    settle_mtimes,
+    write_layer_tar,
+)
 
 __all__ = [
     "ZSTD_AVAILABLE",
@@ -11,5 +19,7 @@ __all__ = [
     "compress_zstd",
     "extract_layer_tar",
     "layer_digests",
+    "layer_headers",
+    "settle_mtimes",
     "write_layer_tar",
 ]

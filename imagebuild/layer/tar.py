@@ -4,7 +4,11 @@ The tar (`write_layer_tar`) is a pure function of the layer's names, contents an
 - PAX format; names relative without `./`, directories with a trailing `/`; no layer-root entry.
 - Order: depth first, the entries of each directory sorted by their tar name in byte order, so a directory's
   contents follow it directly. An opaque directory's `.wh..wh..opq` comes right after the directory entry.
-- Numeric uid/gid, empty uname/gname, whole-second mtime (min(mtime, clamp) with a clamp), no atime/ctime.
+- Numeric uid/gid, empty uname/gname, no atime/ctime. The mtime is the entry's own, in whole seconds (the
+  ustar field, no PAX `mtime` record: docker's choice), and with a clamp (SOURCE_DATE_EPOCH) min(mtime, clamp):
+  only what is newer than the epoch is moved back to it, so a base image's files keep their times.
+  `settle_mtimes` gives a layer directory exactly these mtimes, so the directory a store mounts and the tar it
+  ships (and every directory extracted from that tar) show the same times, to the nanosecond.
 - The second and later names of a hard-linked file (in that order) are tar hard links to the first.
 - Symlinks, fifos, char and block devices as such; sockets are skipped.
 - xattrs as `SCHILY.xattr.*` PAX records, sorted, internal ones (`whiteouts.is_internal_xattr`) dropped.
@@ -31,7 +35,7 @@ import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 
 from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, read_xattrs
@@ -67,9 +71,14 @@ class _Child:
     whiteout: bool
 
 
-def _clamp(st: os.stat_result, clamp: int | None) -> int:
-    mtime = st.st_mtime_ns // 1_000_000_000
+def tar_mtime(mtime_ns: int, clamp: int | None) -> int:
+    """The whole-second mtime a layer tar carries for an entry whose mtime is `mtime_ns`."""
+    mtime = mtime_ns // 1_000_000_000
     return mtime if clamp is None else min(mtime, clamp)
+
+
+class _Sink(Protocol):
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: IO[bytes] | None = None) -> None: ...
 
 
 def _effective(path: str, st: os.stat_result, xattrs: dict[str, bytes], host_owner: tuple[int, int] | None) -> _Meta:
@@ -117,7 +126,7 @@ def _image_uid(host_uid: int) -> Callable[[int], int]:
 class _Writer:
     """Writes one layer directory into an open TarFile (see the module docstring for the format)."""
 
-    def __init__(self, tar: tarfile.TarFile, clamp: int | None, host_owner: tuple[int, int] | None) -> None:
+    def __init__(self, tar: _Sink, clamp: int | None, host_owner: tuple[int, int] | None) -> None:
         self._tar = tar
         self._clamp = clamp
         self._host_owner = host_owner
@@ -133,7 +142,7 @@ class _Writer:
         info.mode = stat.S_IMODE(meta.mode)
         info.uid, info.gid = meta.uid, meta.gid
         info.uname = info.gname = ""
-        info.mtime = _clamp(st, self._clamp)
+        info.mtime = tar_mtime(st.st_mtime_ns, self._clamp)
         return info
 
     def _marker(self, path: str, st: os.stat_result) -> None:
@@ -274,6 +283,68 @@ def write_layer_tar(
             _Writer(tar, mtime_clamp, host_owner).write_root(root_fd)
     finally:
         os.close(root_fd)
+
+
+class _Headers:
+    """A sink that keeps the headers it is given and reads no data."""
+
+    def __init__(self) -> None:
+        self.headers: list[tarfile.TarInfo] = []
+
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: IO[bytes] | None = None) -> None:
+        self.headers.append(tarinfo)
+
+
+class _Lister(_Writer):
+    """The writer's walk, keeping each entry's exact mtime (ns) instead of the tar's whole seconds."""
+
+    def __init__(self, sink: _Headers, host_owner: tuple[int, int] | None) -> None:
+        super().__init__(sink, None, host_owner)
+        self.mtimes_ns: dict[str, int] = {}
+
+    def _header(self, path: str, kind: bytes, meta: _Meta, st: os.stat_result) -> tarfile.TarInfo:
+        self.mtimes_ns[path] = st.st_mtime_ns
+        return super()._header(path, kind, meta, st)
+
+
+def layer_headers(layer_dir: str, *, host_owner: tuple[int, int] | None = None) -> list[tuple[tarfile.TarInfo, int]]:
+    """The headers `write_layer_tar` would write for `layer_dir` (unclamped), in its order, each with the entry's
+    exact mtime in ns: what a mount of the directory shows, owners and modes from the ownership records."""
+    sink = _Headers()
+    lister = _Lister(sink, host_owner)
+    root_fd = os.open(layer_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        lister.write_root(root_fd)
+    finally:
+        os.close(root_fd)
+    return [(info, lister.mtimes_ns[info.name]) for info in sink.headers]
+
+
+def settle_mtimes(layer_dir: str, clamp: int | None) -> None:
+    """Give every entry below `layer_dir` the mtime its layer tar carries (`tar_mtime`): whole seconds, and no
+    later than `clamp`. Then the directory and its tar agree exactly, as a directory extracted from it does.
+    Symlinks are changed themselves (lutimes), never followed; the root, which has no tar entry, is left."""
+    root_fd = os.open(layer_dir, O_DIR)
+    try:
+        _settle_below(root_fd, clamp)
+    finally:
+        os.close(root_fd)
+
+
+def _settle_below(dir_fd: int, clamp: int | None) -> None:
+    with os.scandir(dir_fd) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        wanted = tar_mtime(st.st_mtime_ns, clamp) * 1_000_000_000
+        if st.st_mtime_ns != wanted:
+            os.utime(name, ns=(st.st_atime_ns, wanted), dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, O_DIR, dir_fd=dir_fd)
+            try:
+                _settle_below(fd, clamp)
+            finally:
+                os.close(fd)
 
 
 class _HashingWriter(io.RawIOBase):
