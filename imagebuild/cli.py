@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
     b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
+    b.add_argument(
+        "--timestamp",
+        metavar="SECONDS",
+        help="as SOURCE_DATE_EPOCH: clamp newer mtimes to it, date the image with it, give it to RUN",
+    )
     b.add_argument("context", metavar="CONTEXT")
 
     sub.add_parser("images", help="list images")
@@ -157,8 +162,15 @@ def key_values(items: Sequence[str], what: str) -> dict[str, str]:
     return result
 
 
-def epoch() -> int:
-    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+def epoch(timestamp: str | None) -> int | None:
+    """The build's epoch: --timestamp, else SOURCE_DATE_EPOCH, else None (real times, dated now)."""
+    if timestamp is not None:
+        if not timestamp.isdigit():
+            raise BuildError(f"--timestamp '{timestamp}' is not a number of seconds since 1970")
+        return int(timestamp)
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
     if not value.isdigit():
         raise BuildError(f"SOURCE_DATE_EPOCH='{value}' is not a number of seconds: unset it or fix it")
     return int(value)
@@ -215,7 +227,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         args.target,
         args.no_cache,
         args.explain_cache,
-        epoch(),
+        epoch(args.timestamp),
         args.insecure,
     )
     builder = Builder(store, ctx, df, options, sys.stdout)

@@ -3,8 +3,10 @@
 A RUN step runs on a union mount of the layers so far with a fresh upper; that upper, once unmounted, is the new
 layer. COPY and ADD write straight into a fresh layer directory. Every other instruction changes the config.
 A step is reused from the cache when the steps before it, its own text and (COPY/ADD) the content of its
-sources match; mtimes never count. Layers are tarred with mtimes clamped to SOURCE_DATE_EPOCH (0 when unset)
-and the config's dates are that epoch too, so a rebuild of the same inputs gives the same image digest.
+sources match; mtimes never count. A layer keeps its files' mtimes (whole seconds, in its directory as in its
+tar); with SOURCE_DATE_EPOCH (`epoch`) those newer than it are clamped to it, RUN steps see it in their
+environment and the config's dates are the epoch, not the build's time, so a rebuild of steps whose output does
+not depend on when they run gives the same image digest.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Options:
     target: str | None = None
     no_cache: bool = False
     explain: bool = False
-    epoch: int = 0
+    epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
     insecure: bool = False  # FROM a registry over plain http
 
 
@@ -204,11 +206,30 @@ class Builder:
 
     def _history(self, state: StageState, instruction: Instruction, empty: bool) -> None:
         state.history.append(
-            History(created=self._created(), created_by=instruction.original, comment="imagebuild", empty_layer=empty)
+            History(
+                created=self._created(state), created_by=instruction.original, comment="imagebuild", empty_layer=empty
+            )
         )
 
-    def _created(self) -> str:
-        return datetime.datetime.fromtimestamp(self.options.epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def _created(self, state: StageState | None = None) -> str:
+        """A date for the config and its history: the epoch when one is set; else when the newest layer of `state`
+        was made (a step the cache reuses keeps the date it was built, so a rebuild the cache serves whole keeps
+        its image id), or now."""
+        if self.options.epoch is not None:
+            when = datetime.datetime.fromtimestamp(self.options.epoch, datetime.UTC)
+        elif state is not None and state.created is not None:
+            return state.created
+        else:
+            when = datetime.datetime.now(datetime.UTC)
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _run_env(self, state: StageState) -> dict[str, str]:
+        """A RUN step's environment: its ARGs and ENV, and SOURCE_DATE_EPOCH when the build has an epoch (so tools
+        that honour it, Python's compileall among them, make output that does not depend on the build's time)."""
+        env = {**state.args, **state.env}
+        if self.options.epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = str(self.options.epoch)
+        return env
 
     def _command(self, instruction: Instruction, state: StageState) -> list[str]:
         """The argv of a RUN, CMD or ENTRYPOINT: exec form as given, shell form through SHELL."""
@@ -316,9 +337,12 @@ class Builder:
     # -- layer steps ----------------------------------------------------------------------------------------------
 
     def _layer_step(self, instruction: Instruction, state: StageState) -> None:
+        epoch = ("SOURCE_DATE_EPOCH", self.options.epoch)  # it changes the layer (mtimes, RUN's environment)
         if instruction.cmd == "RUN":
             argv = self._command(instruction, state)
-            text = repr(("RUN", argv, sorted(state.env.items()), sorted(state.args.items()), state.config.working_dir))
+            text = repr(
+                ("RUN", argv, sorted(state.env.items()), sorted(state.args.items()), state.config.working_dir, epoch)
+            )
             files: dict[str, str] = {}
             content = ""
             plan = None
@@ -326,12 +350,15 @@ class Builder:
             plan = self._copy_plan(instruction, state)
             files, content = plan.files, plan.content
             flags = sorted(instruction.flags.items())
-            text = repr((instruction.cmd, plan.request.sources, plan.request.dest, flags, state.config.working_dir))
+            text = repr(
+                (instruction.cmd, plan.request.sources, plan.request.dest, flags, state.config.working_dir, epoch)
+            )
         step_id = sha(state.key, text)
         key = sha(step_id, content)
         entry = None if self.options.no_cache else self.store.cache_get(key)
         if entry is not None:
             layer = Layer(entry["diff_id"], Descriptor.from_dict(entry["blob"]))
+            created = str(entry.get("created") or self._created())
             why = "same steps before it, same instruction" + (f", same content of {len(files)} files" if files else "")
             self._say(f" ---> Using cache {layer.diff_id[7:19]}")
         else:
@@ -341,7 +368,8 @@ class Builder:
             else:
                 layer_dir = self._copy(instruction, state, plan)
             layer = self.store.add_layer(layer_dir, self.options.epoch)
-            self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict()})
+            created = self._created()
+            self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict(), "created": created})
             self._say(f" ---> {layer.diff_id[7:19]}")
         self.store.step_put(step_id, {"files": files})
         if self.options.explain:
@@ -349,6 +377,7 @@ class Builder:
         self.reports.append(StepReport(self._step, instruction.original, entry is not None, why))
         state.layers.append(layer)
         state.key = key
+        state.created = created
         self._history(state, instruction, empty=False)
 
     def _why_missed(self, step_id: str, files: dict[str, str]) -> str:
@@ -389,7 +418,7 @@ class Builder:
             enter = [] if namespace is None else namespace.enter()
             with mounted(mnt, lowers, upper, work, options, enter=[] if namespace is None else namespace.daemon()):
                 workdir = state.config.working_dir or "/"
-                env = {**state.args, **state.env}
+                env = self._run_env(state)
                 try:
                     if namespace is None:
                         os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
@@ -545,7 +574,7 @@ class Builder:
             rootfs=RootFS(diff_ids=[layer.diff_id for layer in state.layers]),
             config=state.config,
             history=state.history,
-            created=self._created(),
+            created=self._created(state),
         )
         return self.store.commit(config, state.layers)
 

@@ -19,13 +19,14 @@ class StageState:
     history: list[History] = field(default_factory=list)
     args: dict[str, str] = field(default_factory=dict)  # ARG values in scope
     key: str = ""  # the cache chain: what every step so far was and saw
+    created: str | None = None  # when the newest layer so far was made (a reused step's: when it was built)
 
     @classmethod
     def from_image(cls, image: Image | None) -> StageState:
         if image is None:
             return cls(config=ContainerConfig(env=[f"PATH={DEFAULT_PATH}"]), key=sha("scratch"))
         config = dataclasses.replace(image.config.config, on_build=[])
-        return cls(list(image.layers), config, list(image.config.history), {}, sha(image.id))
+        return cls(list(image.layers), config, list(image.config.history), {}, sha(image.id), image.config.created)
 
     @property
     def env(self) -> dict[str, str]:

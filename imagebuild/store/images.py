@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
-from imagebuild.layer import compress_gzip, write_layer_tar
+from imagebuild.layer import LayerError, compress_gzip, settle_mtimes, write_layer_tar
+from imagebuild.layer.verify import differences, directory_entries, tar_entries
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
-from imagebuild.store.blobs import BlobStore
+from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
 
@@ -167,7 +168,11 @@ class Store:
 
     def add_layer(self, layer_dir: str, mtime_clamp: int | None) -> Layer:
         """Store a layer directory: its deterministic tar (gzip) as a blob, the directory itself as a lower for
-        mounts. A layer already stored (same diff_id) is shared: the new directory is discarded."""
+        mounts. A layer already stored (same diff_id) is shared: the new directory is discarded.
+
+        The directory's mtimes become the tar's first (whole seconds; with `mtime_clamp`, SOURCE_DATE_EPOCH, none
+        later than it), so the layer mounts here with the times it has wherever it is pulled or imported."""
+        settle_mtimes(layer_dir, mtime_clamp)
         raw_fd, raw_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="layer-")
         try:
             with os.fdopen(raw_fd, "w+b") as raw:
@@ -281,6 +286,7 @@ class Store:
                 problems.append(f"image {image_id}: needs {', '.join(broken + missing_dirs) or 'a readable manifest'}")
                 if repair:
                     self.remove_image(image_id)
+        problems.extend(self._check_layers(index, bad, repair))
         for leftover in find_leftovers(self.root):  # before tmp/ below: a leftover may be mounted there
             failed = clear_leftover(leftover) if repair else None
             problems.append(leftover.problem if failed is None else f"{leftover.problem}; not cleared: {failed}")
@@ -294,6 +300,28 @@ class Store:
                 path = os.path.join(self.root, "tmp", name)
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
             self.blobs.clean_tmp(older_than=0)
+        return problems
+
+    def _check_layers(self, index: dict[str, dict[str, str]], bad: set[str], repair: bool) -> list[str]:
+        """Each stored layer directory against its tar, once per layer: one line per layer that differs."""
+        seen: dict[str, str] = {}  # diff_id -> a blob holding its tar
+        for image_id in sorted(index["images"]):
+            with contextlib.suppress(Exception):  # an unreadable image is reported above
+                for layer in self.resolve(image_id).layers:
+                    if layer.blob.digest not in bad and self.blobs.has(layer.blob.digest):
+                        seen.setdefault(layer.diff_id, layer.blob.digest)
+        problems: list[str] = []
+        for diff_id, blob in sorted(seen.items()):
+            directory = self.layer_dir(diff_id)
+            if not os.path.isdir(directory):
+                continue  # reported with its image
+            found = layer_differences(self, directory, blob)
+            if found:
+                more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+                hint = "; not repaired: rebuild the image, or rmi, prune and pull or import it again" if repair else ""
+                problems.append(
+                    f"layer {diff_id}: the directory {directory} and the tar differ: {'; '.join(found[:3])}{more}{hint}"
+                )
         return problems
 
     # -- garbage collection ---------------------------------------------------------------------------------------
@@ -328,6 +356,17 @@ def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:
     """The manifest we write for an image we make (a build, a docker-archive import): OCI, canonical JSON."""
     manifest = Manifest(config=descriptor_for(mediatypes.OCI_CONFIG, config_bytes), layers=[lay.blob for lay in layers])
     return manifest.to_json()
+
+
+def layer_differences(store: Store, directory: str, blob: str) -> list[str]:
+    """How a layer directory differs from the tar in `blob` (see imagebuild.layer.verify); [] when they agree."""
+    try:
+        with store.blobs.open(blob, verify=False) as src:  # verified by check already
+            tar = tar_entries(src)
+        mine = directory_entries(directory, host_owner=_host_owner())
+    except (LayerError, BlobError, OSError) as exc:
+        return [f"unreadable ({exc})"]
+    return differences(mine, tar, rootless=os.geteuid() != 0)
 
 
 def _host_owner() -> tuple[int, int] | None:
