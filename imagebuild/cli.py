@@ -209,6 +209,7 @@ def find_dockerfile(context: str | None, file: str | None) -> str:
 
 def cmd_build(store: Store, args: argparse.Namespace) -> None:
     check_names(args.tag)
+    timestamp = epoch(args.timestamp)
     root = args.context
     dockerfile = find_dockerfile(root, args.file)
     build_args = key_values(args.build_arg, "--build-arg")
@@ -227,7 +228,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         args.target,
         args.no_cache,
         args.explain_cache,
-        epoch(args.timestamp),
+        timestamp,
         args.insecure,
     )
     builder = Builder(store, ctx, df, options, sys.stdout)

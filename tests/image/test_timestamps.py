@@ -128,3 +128,11 @@ def test_check_names_a_layer_whose_directory_no_longer_matches_its_tar(ctx: Path
     assert done.returncode == 1
     (line,) = layer_problems(store)
     assert line.startswith(f"layer {diff_id}: ") and "file: mtime 1970-01-06T18:53:20Z here" in line, line
+
+
+def test_a_bad_timestamp_is_one_line_before_anything_is_read(tool: Tool, ctx: Path) -> None:
+    dockerfile(ctx, "FROM scratch\n")
+    for args, env in ((["--timestamp", "soon"], {}), ([], {"SOURCE_DATE_EPOCH": "soon"})):
+        done = tool.run("build", *args, str(ctx), check=False, env=env)
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert len(done.stderr.splitlines()) == 1 and "is not a number of seconds" in done.stderr
