@@ -79,19 +79,33 @@ def script(items: list[Command], readme: str) -> str:
 
 def state(uid: int, places: tuple[str, ...]) -> set[str]:
     """The user's FUSE mounts and the unionfs and registry daemons it runs, in the places the walk uses (its
-    home, imagebuild's scratch mount points): not another program's."""
+    home, imagebuild's scratch mount points): not another program's. A scratch mount point is named after the
+    imagebuild process that made it (`imagebuild-rootfs-PID-...`): while that process lives, it is its own."""
     found = set()
     with open("/proc/self/mountinfo", encoding="utf-8") as info:
         for entry in info:
             fields = entry.split()
             kind = fields[fields.index("-") + 1]
             if kind.startswith("fuse") and f"user_id={uid}" in entry and fields[4].startswith(places):
-                found.add(f"mounted: {fields[4]}")
+                if not made_by_a_live_build(fields[4]):
+                    found.add(f"mounted: {fields[4]}")
     for pid in daemons(uid):
         text = cmdline(pid)
-        if any(place in text for place in places):
+        if any(place in text for place in places) and not made_by_a_live_build(text):
             found.add(f"running: pid {pid} ({text})")
     return found
+
+
+def made_by_a_live_build(text: str) -> bool:
+    """`text` names an imagebuild scratch mount point whose maker still runs (another build, not the walk's)."""
+    maker = re.search(r"imagebuild-rootfs-(\d+)-", text)
+    if maker is None:
+        return False
+    try:
+        state = Path(f"/proc/{maker.group(1)}/stat").read_text(errors="replace").rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def cmdline(pid: int) -> str:
