@@ -32,27 +32,9 @@ class Known:
     differs: Callable[[Difference], bool] | None = None  # every remaining difference is one of these
 
 
-# Seen in a RUN as an ordinary user: uid_map and gid_map hold one line, `0 <user> 1`; /etc/shadow shows group
-# 65534; `chgrp 42` and `cp -p` of a root:shadow file fail with EINVAL.
-ONE_ID = (
-    "rootless RUN maps only the building user (as root) into its namespace, not the user's subordinate ids: "
-    "other ids show as 65534, and setgroups, seteuid and chown to them fail"
-)
-APT_DROPS_TO_APT = Known(f"{ONE_ID} (apt's downloads drop to _apt: `setgroups 65534 failed`)", r"setgroups \d+ failed")
-
-KNOWN: dict[tuple[str, str], Known] = {
-    ("pyapp", "rootless"): APT_DROPS_TO_APT,
-    ("apt", "rootless"): APT_DROPS_TO_APT,
-    ("multistage", "rootless"): APT_DROPS_TO_APT,
-    ("node", "rootless"): APT_DROPS_TO_APT,
-    ("users", "rootless"): Known(
-        f"{ONE_ID} (useradd cannot give /etc/shadow back its group)",
-        r"useradd: failure while writing changes to /etc/shadow",
-    ),
-    ("files", "rootless"): Known(
-        f"{ONE_ID} (`chown -R 1000:1000`: Invalid argument)", r"chown: changing ownership of .*: Invalid argument"
-    ),
-}
+# (context, builder) -> the known cause of its failure; none today. Seen and since fixed: rootless RUN steps
+# mapped only the building user, so apt (`setgroups 65534 failed`), useradd and chown to other ids failed.
+KNOWN: dict[tuple[str, str], Known] = {}
 
 
 def cases() -> Iterator[ParameterSet]:
@@ -90,13 +72,9 @@ def test_build(lab: Lab, context: str, builder: str) -> None:
         pytest.fail(message, pytrace=False)
 
 
-# Seen: imagebuild's pyapp image, exported, has 1,524 stale .pyc files (every one Debian's python3 or pip wrote):
-# its layer tars carry mtime 0, where each .pyc records its source's mtime at build time.
-CLAMPED_MTIMES = (
-    "layer tars clamp every mtime to SOURCE_DATE_EPOCH, or to 0 when unset, while each .pyc keeps the source mtime "
-    "it saw in the build: every .pyc is stale once the image leaves the machine"
-)
-SHIPPED_KNOWN: dict[tuple[str, str], str] = {("pyapp", "root"): CLAMPED_MTIMES}
+# (context, builder) -> the known cause of stale .pyc files in its export; none today. Seen and since fixed:
+# layer tars clamped every mtime to 0, so each .pyc's recorded source mtime (1,524 of them) no longer matched.
+SHIPPED_KNOWN: dict[tuple[str, str], str] = {}
 
 
 def shipped_cases() -> Iterator[ParameterSet]:
