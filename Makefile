@@ -54,7 +54,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # Real Dockerfiles (tests/realworld/contexts) built by imagebuild as root and as an ordinary user and by buildah,
-# their rootfs compared entry by entry; a table of results and build times at the end. Root; about 10 minutes.
+# their rootfs compared entry by entry; a table of results and build times at the end. Root; about 20 minutes.
 test-realworld: install
 	@dpkg-query -W -f='$${Status}\n' mmdebstrap 2>/dev/null | grep -q 'install ok installed' || \
 		$(APT) install -y -qq --no-install-recommends mmdebstrap >/dev/null
