@@ -17,6 +17,11 @@ HARD_LINKS
     re-created by `cp -a` (above) its links are gone too. Link counts and shared data are then compared with
     the model, never with the kernel.
 
+ACL_REMOVAL
+    Removing a POSIX ACL an entry does not have: ext4 answers success, kernel overlayfs ENODATA when the entry
+    is still in a lower layer (it looks there and copies nothing up). We answer as ext4 does; there the model
+    decides.
+
 Values never compared (not promised equal by anyone):
     st_ino and st_dev            each implementation numbers its own inodes (our own promise, readdir d_ino
                                  equal to st_ino, is checked on our mount alone, and st_ino must not change
@@ -55,6 +60,16 @@ Outcome = tuple[Any, ...]
 
 DIRECTORY_RENAME = "DIRECTORY_RENAME"
 HARD_LINKS = "HARD_LINKS"
+
+
+ACL_REMOVAL = "ACL_REMOVAL"
+
+
+def model_decides_acl_removal(oracle: Outcome | None) -> str | None:
+    """ACL_REMOVAL: when the kernel answers ENODATA to removing an ACL, the model says what must happen."""
+    if oracle == ("err", "ENODATA"):
+        return ACL_REMOVAL
+    return None
 
 
 def model_decides_rename(oracle: Outcome) -> str | None:

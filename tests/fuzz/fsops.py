@@ -10,6 +10,7 @@ import ctypes
 import errno
 import os
 import stat
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -116,12 +117,36 @@ NAME_CALLS: dict[str, Callable[[str, str], Any]] = {
 }
 
 
+ACL_NAMES = {"access": "system.posix_acl_access", "default": "system.posix_acl_default"}
+
+
+def acl_value(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX ACL xattr value: (tag, permissions, id) entries, sorted as the kernel keeps them."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+_NO_ID = 0xFFFFFFFF
+#: ACLs to set: `minimal` is a mode (the kernel stores none), the others name users and groups
+ACLS = {
+    "minimal": acl_value((0x01, 6, _NO_ID), (0x04, 4, _NO_ID), (0x20, 0, _NO_ID)),
+    "user": acl_value((0x01, 7, _NO_ID), (0x02, 7, 1234), (0x04, 5, _NO_ID), (0x10, 7, _NO_ID), (0x20, 5, _NO_ID)),
+    "group": acl_value((0x01, 6, _NO_ID), (0x04, 0, _NO_ID), (0x08, 6, 2345), (0x10, 4, _NO_ID), (0x20, 0, _NO_ID)),
+}
+
+
+def acls(path: str) -> tuple[Any, ...]:
+    """A path's ACLs (access, default) as the kernel gives them: the value, or the errno."""
+    return tuple(
+        outcome(lambda name=name: os.getxattr(path, name, follow_symlinks=False)) for name in ACL_NAMES.values()
+    )
+
+
 # -- snapshots -------------------------------------------------------------------------------------------------
 
 
 def describe(path: str, st: os.stat_result, kept_before_ns: int) -> tuple[Any, ...]:
     mode = st.st_mode
-    desc: tuple[Any, ...] = (*stat_fields(st), user_xattrs(path))
+    desc: tuple[Any, ...] = (*stat_fields(st), user_xattrs(path), acls(path))
     if stat.S_ISFIFO(mode):
         desc += ("fifo: mtime not compared",)  # see "fifo st_mtime" in differences.py
     elif not stat.S_ISDIR(mode):
