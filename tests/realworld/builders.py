@@ -204,6 +204,10 @@ class Builder(Protocol):
 
     def export(self, tag: str, layout: Path) -> None: ...
 
+    def config(self, tag: str) -> dict[str, object]:
+        """The image's config (Env, Cmd, WorkingDir, ...), in the OCI config's field names."""
+        ...
+
     def close(self) -> list[str]:
         """Clear away what the builder left behind: what that was (nothing, when all went well)."""
         ...
@@ -238,6 +242,10 @@ class Buildah:
     def export(self, tag: str, layout: Path) -> None:
         checked(self.command("push", "--quiet", tag, f"oci:{layout}"), env=self.env)
 
+    def config(self, tag: str) -> dict[str, object]:
+        inspected = json.loads(checked(self.command("inspect", "--type", "image", tag), env=self.env))
+        return dict(inspected["OCIv1"].get("config") or {})
+
     def close(self) -> list[str]:
         if not self.root.exists():
             return []
@@ -271,6 +279,9 @@ class ImagebuildRoot:
 
     def export(self, tag: str, layout: Path) -> None:
         checked(self.command("export", tag, "-o", str(layout)))
+
+    def config(self, tag: str) -> dict[str, object]:
+        return dict(json.loads(checked(self.command("inspect", tag)))[0]["Config"] or {})
 
     def close(self) -> list[str]:
         return [f"mount {p}" for p in unmount_all_under(self.mountpoint)]
@@ -324,6 +335,10 @@ class ImagebuildRootless:
         os.chown(layout.parent, self.user.uid, self.user.gid)
         checked(self.command("export", tag, "-o", str(layout)), env=self.user.env(), cwd=self.user.base)
 
+    def config(self, tag: str) -> dict[str, object]:
+        inspected = checked(self.command("inspect", tag), env=self.user.env(), cwd=self.user.base)
+        return dict(json.loads(inspected)[0]["Config"] or {})
+
     def close(self) -> list[str]:
         return [f"mount {p}" for p in unmount_all_under(self.mountpoint)]
 
@@ -335,6 +350,7 @@ class Result:
     seconds: float = 0.0
     failure: str = ""  # the failing step and the build's last lines; empty when it built
     entries: dict[str, Entry] = field(default_factory=dict)
+    config: dict[str, object] = field(default_factory=dict)
 
     @property
     def built(self) -> bool:
@@ -377,6 +393,7 @@ class Lab:
             return result
         try:
             result.entries = self.builders[builder].rootfs(tag_of(context))
+            result.config = self.builders[builder].config(tag_of(context))
         except (OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
             result.failure = f"built, but its rootfs could not be read: {e}"
         if DUMP and result.entries:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from collections import Counter
@@ -11,7 +12,11 @@ from functools import cache
 from tests.realworld.walk import Entry
 
 # What an entry can differ in. `missing`/`extra`: the path is only in the reference / only in the candidate.
-KINDS = ("missing", "extra", "type", "owner", "mode", "content", "target", "device", "xattr", "hardlink")
+# `config`: a field of the image's config (the path is the field's name).
+KINDS = ("config", "missing", "extra", "type", "owner", "mode", "content", "target", "device", "xattr", "hardlink")
+# The config fields a Dockerfile sets; created dates, history and the builder's own label are no build's result.
+CONFIG_FIELDS = ("User", "Env", "Entrypoint", "Cmd", "WorkingDir", "ExposedPorts", "Volumes", "StopSignal", "Labels")
+BUILDER_LABELS = ("io.buildah.version",)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,20 @@ def differences(reference: dict[str, Entry], candidate: dict[str, Entry]) -> lis
         if a.hardlink != b.hardlink:
             found.append(Difference(path, "hardlink", a.hardlink or "(own inode)", b.hardlink or "(own inode)"))
     return found
+
+
+def config_differences(reference: dict[str, object], candidate: dict[str, object]) -> list[Difference]:
+    def value(config: dict[str, object], name: str) -> object:
+        found = config.get(name)
+        if name == "Labels" and isinstance(found, dict):
+            found = {k: v for k, v in found.items() if k not in BUILDER_LABELS}
+        return found or None  # absent, null, "", [] and {} all mean unset
+
+    return [
+        Difference(name, "config", json.dumps(value(reference, name)), json.dumps(value(candidate, name)))
+        for name in CONFIG_FIELDS
+        if value(reference, name) != value(candidate, name)
+    ]
 
 
 @cache

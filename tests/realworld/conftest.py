@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.realworld.builders import BUILDERS, CONTEXTS, Lab, open_lab
-from tests.realworld.compare import ALLOWED, Allowed, allowed, differences, unexplained
+from tests.realworld.compare import ALLOWED, Allowed, allowed, config_differences, differences, unexplained
 from tests.rootless.conftest import User
 from tests.rootless.conftest import user as user  # the ordinary user tests/rootless makes, subordinate ids and all
 
@@ -59,7 +59,8 @@ def _counts(lab: Lab, context: str, builder: str, other: str) -> str:
     theirs, mine = lab.results.get((context, reference)), lab.results.get((context, candidate))
     if builder == other or mine is None or theirs is None or not mine.built or not theirs.built:
         return "-"
-    return str(len({d.path for d in unexplained(differences(theirs.entries, mine.entries))}))
+    found = config_differences(theirs.config, mine.config) + unexplained(differences(theirs.entries, mine.entries))
+    return str(len({d.path for d in found}))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

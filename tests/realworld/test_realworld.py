@@ -1,6 +1,6 @@
 """Each context built by each builder: buildah's build must succeed (it is the reference); imagebuild as root
 must give buildah's rootfs, and imagebuild as an ordinary user root's, entry by entry, but for the paths
-`compare.ALLOWED` lists with its reasons.
+`compare.ALLOWED` lists with its reasons, and the same config (Env, Cmd, WorkingDir, User, ports, ...).
 
 A failure we have seen and understood is marked xfail (strict) with its cause, and only while the failure still
 matches that cause (the build failing there with that message, every difference of that kind); anything else
@@ -17,7 +17,7 @@ import pytest
 from _pytest.mark.structures import ParameterSet
 
 from tests.realworld.builders import BUILD_TIMEOUT, BUILDERS, CONTEXTS, Lab
-from tests.realworld.compare import Difference, differences, report, unexplained
+from tests.realworld.compare import Difference, config_differences, differences, report, unexplained
 from tests.realworld.shipped import stale_pycs
 
 
@@ -64,7 +64,7 @@ def test_build(lab: Lab, context: str, builder: str) -> None:
     theirs = lab.result(context, reference)
     if not theirs.built:
         pytest.skip(f"nothing to compare with: {reference} could not build {context}")
-    found = unexplained(differences(theirs.entries, result.entries))
+    found = config_differences(theirs.config, result.config) + unexplained(differences(theirs.entries, result.entries))
     if found:
         message = report(found, reference, builder)
         if known and known.differs and all(known.differs(d) for d in found):
