@@ -13,6 +13,9 @@ import pytest
 from tests.rootless.conftest import User
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Both builds clamp to the same epoch: with it their dates and the RUN steps' file times are the same, so equal
+# image ids mean equal files, owners and modes; without it each build is dated when it ran.
+EPOCH = "1700000000"
 
 
 def built_id(output: str) -> str:
@@ -41,8 +44,11 @@ def test_rootless_build_and_run_match_a_root_build(user: User, workspace: Path) 
         def run(*args: str, who: str = who, store: Path = store) -> str:
             command = ["-m", "imagebuild", "--root", str(store), *args]
             if who == "user":
-                return user.run(user.python, *command).stdout
-            return subprocess.run([sys.executable, *command], check=True, capture_output=True, text=True).stdout
+                return user.run("env", f"SOURCE_DATE_EPOCH={EPOCH}", user.python, *command).stdout
+            env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+            return subprocess.run(
+                [sys.executable, *command], check=True, capture_output=True, text=True, env=env
+            ).stdout
 
         base_id = built_id(run("build", "-t", "busybox:1.35", str(base)))
         ids[who] = (base_id, built_id(run("build", "-t", "app", str(app))))
