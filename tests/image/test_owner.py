@@ -18,6 +18,7 @@ import pytest
 
 from tests.image.conftest import IMAGEBUILD, Tool, dockerfile
 from tests.support import UNIONFS, is_mounted, wait_until
+from unionfs.api import exited
 
 GONE_WITHIN = 10.0  # seconds; the daemons unmount at once and exit in about two
 ROOTFS_PREFIX = "imagebuild-rootfs-"
@@ -29,14 +30,6 @@ def cmdline(pid: int) -> list[str]:
             return [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
     except OSError:
         return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 def descendants(pid: int) -> list[int]:
@@ -157,7 +150,7 @@ def kill_mid_sleep(tool: Tool, janitor: Janitor, proc: subprocess.Popen[bytes]) 
 
 
 def gone(point: str, daemon: int) -> bool:
-    return not is_mounted(point) and not alive(daemon)
+    return not is_mounted(point) and exited(daemon)
 
 
 def test_a_run_killed_outright_leaves_no_mount_and_no_daemon(tool: Tool, janitor: Janitor) -> None:
@@ -165,7 +158,7 @@ def test_a_run_killed_outright_leaves_no_mount_and_no_daemon(tool: Tool, janitor
     proc = start(tool, janitor, "run", "--rm", "--name", "owner-run", "busybox", "sleep", "60")
     point, daemon = kill_mid_sleep(tool, janitor, proc)
     assert wait_until(lambda: gone(point, daemon), GONE_WITHIN, 0.05), (
-        f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {alive(daemon)}"
+        f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {not exited(daemon)}"
     )
     # the killed run's empty rootfs dir is all that is left; check names it and --repair removes it
     home = os.path.dirname(point)  # the private dir the mount point is in
@@ -181,7 +174,7 @@ def test_a_build_killed_mid_run_leaves_no_mount_and_no_daemon(tool: Tool, janito
     proc = start(tool, janitor, "build", "--no-cache", "-t", "owner-killed", str(ctx))
     point, daemon = kill_mid_sleep(tool, janitor, proc)
     assert wait_until(lambda: gone(point, daemon), GONE_WITHIN, 0.05), (
-        f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {alive(daemon)}"
+        f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {not exited(daemon)}"
     )
     assert "owner-killed" not in tool.run("images").stdout
     tool.run("check", "--repair")  # the killed build's scratch dirs
@@ -204,7 +197,7 @@ def test_imagebuild_mount_outlives_its_command_and_a_killed_run_beside_it(
     assert wait_until(lambda: gone(run_point, run_daemon), GONE_WITHIN, 0.05)
     checked = tool.run("check", "--repair")
     assert str(point) not in checked.stdout
-    assert is_mounted(point) and alive(daemons[0]) and (point / "bin" / "busybox").is_file()
+    assert is_mounted(point) and not exited(daemons[0]) and (point / "bin" / "busybox").is_file()
     tool.run("umount", str(point))
     assert wait_until(lambda: gone(str(point), daemons[0]), GONE_WITHIN, 0.05)
 
