@@ -8,6 +8,9 @@
 
 Each store starts from `debian:bookworm`, built by that builder from the same tarball (`contexts/base`: `FROM
 scratch`, `ADD rootfs.tar /`), so all three start from the same files and the base's own ADD is compared too.
+That base keeps the host's /etc/resolv.conf and /etc/hostname, which mmdebstrap copies in for its own apt run, so
+the other contexts' RUN steps reach the network whatever a builder gives them; `contexts/registry-base` is the
+same tree without them, as registries ship debian:bookworm, and checks that a RUN step can still resolve names.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ from tests.rootless.conftest import User
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS_DIR = HERE / "contexts"
-CONTEXTS = ("base", "pyapp", "apt", "users", "multistage", "node", "files")
+CONTEXTS = ("base", "pyapp", "apt", "users", "multistage", "node", "files", "registry-base")
+# Contexts that start FROM scratch; the others start FROM the base.
+FROM_SCRATCH = ("base", "registry-base")
+# What mmdebstrap copies from the host for its own apt run and leaves behind; an image from a registry has neither.
+HOST_FILES = ("./etc/resolv.conf", "./etc/hostname")
 BUILDERS = ("buildah", "root", "rootless")
 BASE_TAG = "debian:bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -98,6 +105,13 @@ def vendor_tar(path: Path) -> None:
         add(tar, "vendor/share/data.txt", tarfile.REGTYPE, 0o640, b"data\n", uid=1000, gid=1000, uname="", gname="")
 
 
+def without_host_files(tarball: Path, into: Path) -> None:
+    with tarfile.open(tarball) as source, tarfile.open(into, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member in source:
+            if member.name not in HOST_FILES:
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+
+
 def prepare_context(name: str, into: Path) -> Path:
     """A working copy of a context, with what is not committed: the base tarball, the machine's CA bundle (a
     network that inspects TLS needs it for pip and npm), the vendored tarball."""
@@ -111,6 +125,8 @@ def prepare_context(name: str, into: Path) -> Path:
             os.link(tarball, target / "rootfs.tar")
         except OSError:
             shutil.copy(tarball, target / "rootfs.tar")
+    if name == "registry-base":
+        without_host_files(base_tarball(), target / "rootfs.tar")
     if "site-ca.crt" in (CONTEXTS_DIR / name / "Dockerfile").read_text():
         if not CA_BUNDLE.exists():
             raise RuntimeError(f"{CA_BUNDLE} is missing: apt-get install ca-certificates")
@@ -376,7 +392,7 @@ class Lab:
 
     def _build(self, context: str, builder: str) -> Result:
         result = Result(context, builder)
-        if context != "base":
+        if context not in FROM_SCRATCH:
             base = self.result("base", builder)
             if not base.built:
                 result.failure = f"the base image did not build:\n{base.failure}"

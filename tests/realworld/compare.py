@@ -21,13 +21,13 @@ BUILDER_LABELS = ("io.buildah.version",)
 
 @dataclass(frozen=True)
 class Allowed:
-    pattern: str  # a path glob: `*` within one name, `**` across names
+    patterns: tuple[str, ...]  # path globs: `*` within one name, `**` across names
     kinds: frozenset[str]  # the kinds of difference allowed there
     reason: str
 
 
-def allow(pattern: str, kinds: str, reason: str) -> Allowed:
-    return Allowed(pattern, frozenset(kinds.split()), reason)
+def allow(patterns: str, kinds: str, reason: str) -> Allowed:
+    return Allowed(tuple(patterns.split()), frozenset(kinds.split()), reason)
 
 
 # Paths where builders legitimately differ, and in what. Everything else must be the same. (A .pyc that matches
@@ -35,7 +35,11 @@ def allow(pattern: str, kinds: str, reason: str) -> Allowed:
 ALLOWED = (
     allow("/", "mode", "containers/storage makes each layer's root 0555 and buildah's ADD keeps it; the tar has 0755"),
     allow("/dev", "missing", "buildah's RUN leaves its mountpoint for /dev in the layer (the base has no /dev)"),
-    allow("/etc/hosts", "missing", "buildah's RUN leaves an empty mountpoint for /etc/hosts in the layer"),
+    allow(
+        "/etc/hosts /etc/resolv.conf /etc/hostname",
+        "missing",
+        "buildah's RUN leaves an empty mountpoint for each file it binds from the host in the layer",
+    ),
     allow(
         "/opt/vendor/bin/tool*",
         "mode hardlink",
@@ -109,7 +113,7 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 def allowed(difference: Difference) -> Allowed | None:
     for rule in ALLOWED:
-        if difference.kind in rule.kinds and _glob(rule.pattern).match(difference.path):
+        if difference.kind in rule.kinds and any(_glob(p).match(difference.path) for p in rule.patterns):
             return rule
     return None
 

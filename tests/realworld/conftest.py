@@ -101,7 +101,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
                 allowed_counts[rule].append(f"{context}-{builder} {count}")
     terminalreporter.write_line("differences the allowlist (tests/realworld/compare.py) let pass:")
     for rule, where in allowed_counts.items():
-        terminalreporter.write_line(f"  {rule.pattern} ({' '.join(sorted(rule.kinds))}): {', '.join(where) or 'none'}")
+        patterns, kinds = " ".join(rule.patterns), " ".join(sorted(rule.kinds))
+        terminalreporter.write_line(f"  {patterns} ({kinds}): {', '.join(where) or 'none'}")
     totals = {b: sum(r.seconds for (_, rb), r in lab.results.items() if rb == b and r.built) for b in BUILDERS}
     for (context, builder), count in sorted(lab.stale_pycs.items()):
         terminalreporter.write_line(f"stale .pyc files in the exported {context} image of {builder}: {count}")
