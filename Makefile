@@ -16,7 +16,7 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 PYTEST_ARGS ?=
 say = @echo "install [$$(date +%T)]: $(1)"
 
-.PHONY: all deps install test test-fast test-realworld lint fuzz bench demo check-fresh clean
+.PHONY: all deps install test test-fast test-realworld lint fuzz bench bench-build demo check-fresh clean
 # minutes per fuzzer: two fuzzers, 30 minutes in all
 FUZZ_MINUTES ?= 15
 
@@ -66,6 +66,13 @@ fuzz: install
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Cold build, no-op rebuild and one-file edit of real-world contexts, imagebuild against buildah in the same run.
+# Root; a few minutes for the default contexts (BENCH_BUILD_ARGS="--contexts all" for the whole corpus).
+bench-build: install
+	@dpkg-query -W -f='$${Status}\n' mmdebstrap 2>/dev/null | grep -q 'install ok installed' || \
+		$(APT) install -y -qq --no-install-recommends mmdebstrap >/dev/null
+	$(SUDO) $(BIN)/python bench/build.py $(BENCH_BUILD_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
