@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import stat
 import subprocess
@@ -311,3 +312,13 @@ def build_three_layers(base: Path) -> list[Path]:
     write(l1 / "keep" / "again", "recreated over a whiteout in the same layer\n")
     os.symlink("/", l1 / "root")
     return [l1, l2, l3]
+
+
+def _buildah_nofile() -> str:
+    """buildah's RUN (Debian 13's) raises the open-file limit to 1048576 unless told otherwise, and fails where the
+    hard limit is lower and may not be raised: the oracle runs with the limit this process has."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return f"--ulimit=nofile={hard}:{hard}" if hard != resource.RLIM_INFINITY else "--ulimit=nofile=1048576:1048576"
+
+
+BUILDAH_NOFILE = _buildah_nofile()

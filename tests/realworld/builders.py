@@ -32,6 +32,7 @@ from typing import Protocol
 
 from tests.realworld.walk import Entry, entries
 from tests.rootless.conftest import User
+from tests.support import BUILDAH_NOFILE
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS_DIR = HERE / "contexts"
@@ -241,7 +242,9 @@ class Buildah:
         return ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), *args]
 
     def build(self, context: Path, tag: str) -> tuple[bool, str]:
-        command = self.command("bud", "--layers", "--isolation", "chroot", "--pull=never", "-t", tag, str(context))
+        command = self.command(
+            "bud", "--layers", "--isolation", "chroot", "--pull=never", BUILDAH_NOFILE, "-t", tag, str(context)
+        )
         return run_logged(command, env=self.env)
 
     def rootfs(self, tag: str) -> dict[str, Entry]:

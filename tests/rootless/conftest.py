@@ -105,6 +105,9 @@ def user() -> Iterator[User]:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True)
     give_subordinate_ids(USER)
     entry = pwd.getpwnam(USER)
+    if not os.path.isdir(entry.pw_dir):  # buildah (Debian 13's) resolves the user's home from passwd
+        os.makedirs(entry.pw_dir, 0o755)
+        os.chown(entry.pw_dir, entry.pw_uid, entry.pw_gid)
     base = Path(tempfile.mkdtemp(prefix="unionfs-rootless-"))
     os.chmod(base, 0o755)
     site = base / "site"
