@@ -47,7 +47,7 @@ set -e
 export HOME={home} XDG_RUNTIME_DIR={home}/run
 mkdir -p $XDG_RUNTIME_DIR
 cd {ctx}
-buildah --log-level=error bud --isolation=chroot -t ub . >/dev/null
+buildah --log-level=error bud --isolation=chroot --ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) -t ub . >/dev/null
 buildah info | grep -c 'mount_program={wrapper}'
 ctr=$(buildah from ub)
 buildah run --isolation=chroot $ctr cat /proof
