@@ -447,17 +447,21 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
 
     # SIGTERM/SIGINT stop the command; they never cut the cleanup short (unmount, --rm)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    names = sandbox.names_dir()
     try:
         if namespace is not None:
             mount.enter = namespace.open().daemon()
         mount.mount()
         if namespace is None:
             user = sandbox.resolve_user(rootfs, config.user)
-            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user)
+            binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(rootfs, name)))
+            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, binds=binds)
         else:
-            namespace.makedirs(*(os.path.join(rootfs, d) for d in ("dev", "proc")))
+            namespace.makedirs(*(os.path.join(rootfs, d) for d in ("dev", "proc", "etc")))
             user = sandbox.resolve_user(rootfs, config.user, namespace.read)
-            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, namespace.enter())
+            binds = sandbox.name_files(names, lambda name: namespace.is_link(os.path.join(rootfs, name)))
+            namespace.create(*(os.path.join(rootfs, target.lstrip("/")) for _, target in binds))
+            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, namespace.enter(), binds)
         status = child.wait()
     except MountError as exc:
         raise BuildError(f"cannot mount image '{args.image}': {exc}") from None
@@ -467,6 +471,7 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
             if namespace is not None:
                 namespace.close()
             sandbox.remove_mountpoint(rootfs)
+            shutil.rmtree(names, ignore_errors=True)
             if args.rm:
                 shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)
         finally:

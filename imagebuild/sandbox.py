@@ -97,6 +97,34 @@ def resolve_user(rootfs: str, spec: str | None, read: Callable[[str], str | None
     return uid, gid
 
 
+# The host's name-resolution files, which docker and buildah give every RUN and container: an image from a registry
+# has no /etc/resolv.conf, and without one apt-get cannot even resolve its mirror.
+NAME_FILES = ("etc/resolv.conf", "etc/hosts")
+
+
+def names_dir() -> str:
+    """A directory for the copies of the host's name files, readable by the command whatever its user."""
+    path = tempfile.mkdtemp(prefix="imagebuild-names-")
+    os.chmod(path, 0o755)
+    return path
+
+
+def name_files(scratch: str, is_link: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """Copies of the host's name files in `scratch` (a directory the sandbox can read), with where the command
+    sees them: copies, so that what a command writes there reaches neither the host nor the image. A name the
+    image has as a symlink is left as the image has it. `is_link(relative path)` looks in the rootfs."""
+    pairs = []
+    for name in NAME_FILES:
+        host = "/" + name
+        if not os.path.isfile(host) or is_link(name):
+            continue
+        copy = os.path.join(scratch, os.path.basename(name))
+        shutil.copyfile(host, copy)
+        os.chmod(copy, 0o644)
+        pairs.append((copy, host))
+    return pairs
+
+
 def bwrap_command(
     rootfs: str,
     argv: Sequence[str],
@@ -104,6 +132,7 @@ def bwrap_command(
     workdir: str,
     user: tuple[int, int] = (0, 0),
     inside: bool = False,
+    binds: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
     """bubblewrap's command line. `inside`: it runs as the root of a user namespace that maps every id of the
     container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone)."""
@@ -137,6 +166,8 @@ def bwrap_command(
             str(gid),
         ]
     command += ["--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", workdir or "/"]
+    for source, target in binds:
+        command += ["--bind", source, target]
     command += ["--die-with-parent", "--clearenv"]
     for key, value in env.items():
         command += ["--setenv", key, value]
@@ -173,12 +204,18 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(name, use_errno=True)
 
 
-def prepare(rootfs: str) -> None:
-    """The mountpoints bubblewrap needs, made beforehand: a USER may not create them in a root-owned /."""
+def prepare(rootfs: str, binds: Sequence[tuple[str, str]] = ()) -> None:
+    """The mountpoints bubblewrap needs, made beforehand: a USER may not create them in a root-owned /. The
+    files `binds` cover are made empty where the image has none (the build drops them from the layer again)."""
     for name in ("dev", "proc"):
         path = os.path.join(rootfs, name)
         if not os.path.lexists(path):
             os.mkdir(path, 0o755)
+    for _, target in binds:
+        path = os.path.join(rootfs, target.lstrip("/"))
+        if not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
 
 def spawn(
@@ -188,10 +225,11 @@ def spawn(
     workdir: str,
     user: tuple[int, int] = (0, 0),
     enter: Sequence[str] = (),
+    binds: Sequence[tuple[str, str]] = (),
 ) -> subprocess.Popen[bytes]:
     """Start the command; `enter`: in the container's user namespace (userns.py), where the caller prepared the
-    rootfs."""
+    rootfs (bubblewrap, its root there, makes the files `binds` need)."""
     if not enter:
-        prepare(rootfs)
-    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=bool(enter))]
+        prepare(rootfs, binds)
+    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=bool(enter), binds=binds)]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec(rootfs, user))

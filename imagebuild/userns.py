@@ -126,6 +126,16 @@ class Namespace:
         done = subprocess.run([*self.enter(), "cat", "--", path], capture_output=True, check=False)
         return done.stdout.decode(errors="replace") if done.returncode == 0 else None
 
+    def is_link(self, path: str) -> bool:
+        return subprocess.run([*self.enter(), "test", "-L", path], capture_output=True, check=False).returncode == 0
+
+    def create(self, *paths: str) -> None:
+        """Empty files where there is nothing yet (a mountpoint for bubblewrap, which a USER could not make)."""
+        script = 'for f; do [ -e "$f" ] || [ -L "$f" ] || : > "$f"; done'
+        done = subprocess.run([*self.enter(), "sh", "-c", script, "sh", *paths], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"cannot make {', '.join(paths)} in the container: {done.stderr.strip()}")
+
     def makedirs(self, *paths: str) -> None:
         done = subprocess.run([*self.enter(), "mkdir", "-p", "--", *paths], capture_output=True, text=True)
         if done.returncode != 0:

@@ -52,7 +52,7 @@ from imagebuild.transport import registry
 from unionfs.api import MountError, mounted
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
-MOUNTPOINTS = ("dev", "proc", "sys")  # bubblewrap makes these in the rootfs; they are not the step's work
+MOUNTPOINTS = ("dev", "proc", "sys", "etc")  # bubblewrap makes these in the rootfs; they are not the step's work
 
 
 @dataclass
@@ -409,6 +409,7 @@ class Builder:
         work = self.store.scratch_dir("work-")
         mnt = sandbox.mountpoint(private=ranges is None)
         empty = self.store.scratch_dir("empty-")
+        names = sandbox.names_dir()
         options = sandbox.union_options(state.config.user, namespace=ranges is not None)
         lowers = self._lowers(state, empty)
         namespace = None if ranges is None else userns.Namespace(*ranges)
@@ -423,14 +424,20 @@ class Builder:
                     if namespace is None:
                         os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
                         user = sandbox.resolve_user(mnt, state.config.user)
-                        sandbox.prepare(mnt)
+                        binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(mnt, name)))
+                        sandbox.prepare(mnt, binds)
                     else:
-                        namespace.makedirs(*(os.path.join(mnt, d.lstrip("/")) for d in (workdir, "dev", "proc")))
+                        namespace.makedirs(*(os.path.join(mnt, d.lstrip("/")) for d in (workdir, "dev", "proc", "etc")))
                         user = sandbox.resolve_user(mnt, state.config.user, namespace.read)
+                        binds = sandbox.name_files(names, lambda name: namespace.is_link(os.path.join(mnt, name)))
+                        namespace.create(*(os.path.join(mnt, target.lstrip("/")) for _, target in binds))
                 except BuildError as exc:
                     raise BuildError(f"{self._where(instruction)}: {exc}") from None
                 argv = self._command(instruction, state)
-                command = [*enter, *sandbox.bwrap_command(mnt, argv, env, workdir, user, inside=bool(enter))]
+                command = [
+                    *enter,
+                    *sandbox.bwrap_command(mnt, argv, env, workdir, user, inside=bool(enter), binds=binds),
+                ]
                 status = self._stream(command, sandbox.preexec(mnt, user))
             if status != 0:
                 why = f"{self._where(instruction)}: RUN failed with exit status {status}"
@@ -447,7 +454,7 @@ class Builder:
         finally:
             if namespace is not None:
                 namespace.close()
-            for path in (work, empty):
+            for path in (work, empty, names):
                 shutil.rmtree(path, ignore_errors=True)
             sandbox.remove_mountpoint(mnt)
 
@@ -462,6 +469,15 @@ class Builder:
         return proc.wait()
 
     def _drop_mountpoints(self, upper: str, lowers: list[str]) -> None:
+        for name in sandbox.NAME_FILES:  # the empty files the host's name files were bound on, where none was
+            path = os.path.join(upper, name)
+            if (
+                os.path.isfile(path)
+                and not os.path.islink(path)
+                and os.path.getsize(path) == 0
+                and not any(os.path.lexists(os.path.join(lo, name)) for lo in lowers)
+            ):
+                os.unlink(path)
         for name in MOUNTPOINTS:
             path = os.path.join(upper, name)
             if (
