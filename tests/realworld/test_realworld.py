@@ -32,20 +32,10 @@ class Known:
     differs: Callable[[Difference], bool] | None = None  # every remaining difference is one of these
 
 
-# Seen: in an image without /etc/resolv.conf, `getent hosts deb.debian.org` in an imagebuild RUN step finds
-# nothing, as root and rootless, where buildah's step resolves it.
-NO_RESOLV_CONF = Known(
-    "imagebuild gives a RUN step no /etc/resolv.conf when the image has none (buildah binds the host's): apt "
-    "cannot resolve deb.debian.org",
-    r"Temporary failure resolving",
-)
-
 # (context, builder) -> the known cause of its failure. Seen and since fixed: rootless RUN steps mapped only the
-# building user, so apt (`setgroups 65534 failed`), useradd and chown to other ids failed.
-KNOWN: dict[tuple[str, str], Known] = {
-    ("registry-base", "root"): NO_RESOLV_CONF,
-    ("registry-base", "rootless"): NO_RESOLV_CONF,
-}
+# building user, so apt (`setgroups 65534 failed`), useradd and chown to other ids failed; a RUN step had no
+# /etc/resolv.conf in an image without one (registry-base), so apt could not resolve its mirror.
+KNOWN: dict[tuple[str, str], Known] = {}
 
 
 def cases() -> Iterator[ParameterSet]:
