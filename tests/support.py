@@ -314,11 +314,12 @@ def build_three_layers(base: Path) -> list[Path]:
     return [l1, l2, l3]
 
 
-def _buildah_nofile() -> str:
+def buildah_limits() -> tuple[str, ...]:
     """buildah's RUN (Debian 13's) raises the open-file limit to 1048576 unless told otherwise, and fails where the
-    hard limit is lower and may not be raised: the oracle runs with the limit this process has."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return f"--ulimit=nofile={hard}:{hard}" if hard != resource.RLIM_INFINITY else "--ulimit=nofile=1048576:1048576"
-
-
-BUILDAH_NOFILE = _buildah_nofile()
+    hard limit is lower and may not be raised: the oracle runs with the limit this process has now."""
+    flags = []
+    for name, limit in (("nofile", resource.RLIMIT_NOFILE),):
+        hard = resource.getrlimit(limit)[1]
+        value = "1048576" if hard == resource.RLIM_INFINITY else str(hard)
+        flags.append(f"--ulimit={name}={value}:{value}")
+    return tuple(flags)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.image.conftest import Tool, dockerfile
-from tests.support import BUILDAH_NOFILE
+from tests.support import buildah_limits
 
 BASE = "copy-oracle-base"
 IMAGE = "copy-oracle"
@@ -170,7 +170,7 @@ class Buildah:
         return done.stdout
 
     def build(self, context: Path, tag: str) -> None:
-        self("bud", "--pull=never", "--layers", "--isolation", "chroot", BUILDAH_NOFILE, "-t", tag, str(context))
+        self("bud", "--pull=never", "--layers", "--isolation", "chroot", *buildah_limits(), "-t", tag, str(context))
 
     @staticmethod
     def _leftover_mounts(top: Path) -> list[str]:

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from tests.realworld.walk import Entry, entries
 from tests.rootless.conftest import User
-from tests.support import BUILDAH_NOFILE
+from tests.support import buildah_limits
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS_DIR = HERE / "contexts"
@@ -243,7 +243,7 @@ class Buildah:
 
     def build(self, context: Path, tag: str) -> tuple[bool, str]:
         command = self.command(
-            "bud", "--layers", "--isolation", "chroot", "--pull=never", BUILDAH_NOFILE, "-t", tag, str(context)
+            "bud", "--layers", "--isolation", "chroot", "--pull=never", *buildah_limits(), "-t", tag, str(context)
         )
         return run_logged(command, env=self.env)
 

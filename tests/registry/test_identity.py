@@ -17,7 +17,7 @@ import pytest
 
 from tests.image.conftest import Tool, dockerfile, static_busybox
 from tests.registry.conftest import Registry
-from tests.support import BUILDAH_NOFILE
+from tests.support import buildah_limits
 
 
 def sha256(data: bytes) -> str:
@@ -79,7 +79,7 @@ def buildah_image(buildah: Buildah, tmp_path: Path, registry: Registry, fmt: str
     ctx.mkdir()
     shutil.copy(str(static_busybox()), ctx / "busybox")
     dockerfile(ctx, "FROM scratch\nCOPY busybox /bin/busybox\nLABEL made.by=buildah\n")
-    buildah("bud", "--isolation", "chroot", BUILDAH_NOFILE, "--format", fmt, "-t", "localhost/ident:1", str(ctx))
+    buildah("bud", "--isolation", "chroot", *buildah_limits(), "--format", fmt, "-t", "localhost/ident:1", str(ctx))
     image_id = buildah("images", "--no-trunc", "--format", "{{.ID}}", "localhost/ident:1").strip()
     ref = f"{registry.address}/buildah/ident:{fmt}"
     buildah("push", "--tls-verify=false", "localhost/ident:1", f"docker://{ref}")
