@@ -159,5 +159,22 @@ def workspace(user: User) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def own_tree(path: Path, user: User) -> None:
+    """Give `path` and everything in it to `user`."""
+    for dirpath, _dirs, files in os.walk(path):
+        os.chown(dirpath, user.uid, user.gid)
+        for name in files:
+            os.chown(os.path.join(dirpath, name), user.uid, user.gid)
+
+
+def busybox_context(workspace: Path, busybox: str) -> Path:
+    """The bundled busybox base's build context (examples/busybox with the host's static busybox), in `workspace`."""
+    base = workspace / "busybox"
+    base.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[2] / "examples" / "busybox" / "Dockerfile", base / "Dockerfile")
+    shutil.copy(busybox, base / "busybox")
+    return base
+
+
 def group_name(gid: int) -> str:
     return grp.getgrgid(gid).gr_name

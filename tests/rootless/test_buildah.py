@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import User
+from tests.rootless.conftest import User, own_tree
 
 CONTAINERFILE = """FROM scratch
 COPY busybox /bin/busybox
@@ -38,10 +38,7 @@ def test_buildah_builds_and_runs_with_unionfs_as_mount_program(user: User, works
     shutil.copy(busybox, ctx / "busybox")
     (ctx / "Containerfile").write_text(CONTAINERFILE)
     for path in (home, ctx):
-        for dirpath, _dirs, files in os.walk(path):
-            os.chown(dirpath, user.uid, user.gid)
-            for name in files:
-                os.chown(os.path.join(dirpath, name), user.uid, user.gid)
+        own_tree(path, user)
     script = f"""
 set -e
 export HOME={home} XDG_RUNTIME_DIR={home}/run

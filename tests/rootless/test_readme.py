@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import User
+from tests.rootless.conftest import User, own_tree
 from tests.support import fuse_usable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,10 +81,7 @@ def test_the_readme_runs_as_printed_for_an_ordinary_user(user: User, workspace: 
     home = workspace / "home"
     home.mkdir()
     for path in (home, checkout):
-        for dirpath, _dirs, files in os.walk(path):
-            os.chown(dirpath, user.uid, user.gid)
-            for name in files:
-                os.chown(os.path.join(dirpath, name), user.uid, user.gid)
+        own_tree(path, user)
     script = (
         f"export HOME={home} PATH={bin_dir}:$PATH; "
         f"exec {user.python} {workspace / 'readme_walk.py'} --readme {checkout / 'README.md'}"

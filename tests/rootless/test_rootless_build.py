@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import User
+from tests.rootless.conftest import User, busybox_context
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Both builds clamp to the same epoch: with it their dates and the RUN steps' file times are the same, so equal
@@ -26,10 +26,7 @@ def test_rootless_build_and_run_match_a_root_build(user: User, workspace: Path) 
     busybox = shutil.which("busybox") or "/bin/busybox"
     if shutil.which("bwrap") is None or not os.path.exists(busybox):
         pytest.skip("needs bubblewrap and busybox-static")
-    base = workspace / "busybox"
-    base.mkdir()
-    shutil.copy(EXAMPLES / "busybox" / "Dockerfile", base / "Dockerfile")
-    shutil.copy(busybox, base / "busybox")
+    base = busybox_context(workspace, busybox)
     app = workspace / "app"
     shutil.copytree(EXAMPLES / "app", app)
     for path in (base, app):

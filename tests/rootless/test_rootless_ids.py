@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import User
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.rootless.conftest import User, busybox_context
 
 # busybox has no setpriv or chpst; its `su` switches ids as root does, given /etc/passwd
 DOCKERFILE = (
@@ -59,10 +57,7 @@ def test_a_rootless_run_has_every_id_and_records_them_as_a_root_build(user: User
     busybox = shutil.which("busybox") or "/bin/busybox"
     if shutil.which("bwrap") is None or shutil.which("newuidmap") is None or not os.path.exists(busybox):
         pytest.skip("needs bubblewrap, uidmap (newuidmap) and busybox-static")
-    base = workspace / "busybox"
-    base.mkdir()
-    shutil.copy(EXAMPLES / "busybox" / "Dockerfile", base / "Dockerfile")
-    shutil.copy(busybox, base / "busybox")
+    base = busybox_context(workspace, busybox)
     app = workspace / "app"
     app.mkdir()
     (app / "Dockerfile").write_text(DOCKERFILE)
@@ -117,10 +112,7 @@ def test_without_a_range_a_run_that_switches_ids_says_how_to_add_one(user: User,
         if any(line.split(":")[0] in (NO_RANGE_USER, str(entry.pw_uid)) for line in lines):
             pytest.skip(f"{NO_RANGE_USER} has a subordinate range in {table}")
     other = User(NO_RANGE_USER, entry.pw_uid, entry.pw_gid, user.python, user.pythonpath, workspace)
-    base = workspace / "busybox"
-    base.mkdir()
-    shutil.copy(EXAMPLES / "busybox" / "Dockerfile", base / "Dockerfile")
-    shutil.copy(busybox, base / "busybox")
+    base = busybox_context(workspace, busybox)
     app = workspace / "app"
     app.mkdir()
     (app / "Dockerfile").write_text("FROM busybox\nRUN echo x > /f && chown 42:42 /f\n")
