@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from imagebuild import analyze, lint, sandbox, transport, userns
 from imagebuild import context as build_context
 from imagebuild.analyze import human
-from imagebuild.build.executor import Builder, Options
+from imagebuild.builder.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
 from imagebuild.store.images import Image, Store, default_root, normalize_tag

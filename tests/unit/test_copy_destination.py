@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.build.copydest import (
+from imagebuild.builder.copydest import (
     CopyError,
     Destination,
     Directory,
@@ -20,8 +20,8 @@ from imagebuild.build.copydest import (
     resolve,
     target,
 )
-from imagebuild.build.copyflags import parse_chmod, parse_chown, uses_names
-from imagebuild.build.copysource import ContextTree, component_regex, expand, find, has_magic, relative, walk
+from imagebuild.builder.copyflags import parse_chmod, parse_chown, uses_names
+from imagebuild.builder.copysource import ContextTree, component_regex, expand, find, has_magic, relative, walk
 from imagebuild.context import load
 
 DIR = Node(stat.S_IFDIR | 0o755)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from imagebuild.build.copydest import CopyError
-from imagebuild.build.copysource import ContextTree
-from imagebuild.build.copystep import CopyRequest, SourceSide, run
-from imagebuild.build.layerview import LayersView
+from imagebuild.builder.copydest import CopyError
+from imagebuild.builder.copysource import ContextTree
+from imagebuild.builder.copystep import CopyRequest, SourceSide, run
+from imagebuild.builder.layerview import LayersView
 from imagebuild.context import load
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the image's owners are made with chown: run as root")

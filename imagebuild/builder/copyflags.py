@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from imagebuild.build.copydest import CopyError
+from imagebuild.builder.copydest import CopyError
 
 MAX_MODE = 0o7777
 

@@ -14,8 +14,8 @@ import os
 import stat
 from types import TracebackType
 
-from imagebuild.build.copydest import Node
-from imagebuild.build.rootview import node_of
+from imagebuild.builder.copydest import Node
+from imagebuild.builder.rootview import node_of
 from unionfs.layers import Layer
 from unionfs.tree import Node as UnionNode
 from unionfs.tree import Tree

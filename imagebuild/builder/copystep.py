@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from imagebuild.build.copydest import CopyError, Destination, Node, Source, directories, place, target
-from imagebuild.build.copyflags import parse_chmod, parse_chown, uses_names
-from imagebuild.build.copylayer import LayerWriter, Meta
-from imagebuild.build.copysource import Match, find, walk
-from imagebuild.build.rootview import FileTree, read_text
+from imagebuild.builder.copydest import CopyError, Destination, Node, Source, directories, place, target
+from imagebuild.builder.copyflags import parse_chmod, parse_chown, uses_names
+from imagebuild.builder.copylayer import LayerWriter, Meta
+from imagebuild.builder.copysource import Match, find, walk
+from imagebuild.builder.rootview import FileTree, read_text
 from imagebuild.layer import LayerError, extract_layer_tar
 
 HEREDOC_MODE = 0o644

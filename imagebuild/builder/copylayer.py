@@ -16,7 +16,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 
-from imagebuild.build.copydest import Directory
+from imagebuild.builder.copydest import Directory
 from imagebuild.layer.whiteouts import is_internal_xattr, parse_override_stat
 from unionfs.ownership import OverrideStat
 from unionfs.whiteout import OVERRIDE_STAT

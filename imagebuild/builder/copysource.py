@@ -20,8 +20,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from imagebuild.build.copydest import CopyError, Node, resolve
-from imagebuild.build.rootview import FileTree, RootView
+from imagebuild.builder.copydest import CopyError, Node, resolve
+from imagebuild.builder.rootview import FileTree, RootView
 from imagebuild.context import Context
 
 MAGIC = "*?[\\"

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from imagebuild import sandbox, transport, userns
-from imagebuild.build import copysource, copystep
-from imagebuild.build.copydest import CopyError
-from imagebuild.build.copyflags import parse_chmod
-from imagebuild.build.copysource import ContextTree
-from imagebuild.build.copystep import CopyRequest, SourceSide
-from imagebuild.build.layerview import LayersView
-from imagebuild.build.state import StageState, sha
+from imagebuild.builder import copysource, copystep
+from imagebuild.builder.copydest import CopyError
+from imagebuild.builder.copyflags import parse_chmod
+from imagebuild.builder.copysource import ContextTree
+from imagebuild.builder.copystep import CopyRequest, SourceSide
+from imagebuild.builder.layerview import LayersView
+from imagebuild.builder.state import StageState, sha
 from imagebuild.context import Context
 from imagebuild.dockerfile import (
     Dockerfile,

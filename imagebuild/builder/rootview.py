@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator
 from typing import Protocol
 
-from imagebuild.build.copydest import Node, TreeView, resolve
+from imagebuild.builder.copydest import Node, TreeView, resolve
 
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
