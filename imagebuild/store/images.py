@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, cast
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, compress_gzip, settle_mtimes, write_layer_tar
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
-from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
+from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
@@ -122,8 +122,13 @@ class Store:
             raise BuildError(
                 f"image '{ref}' is not in the store {self.root}: build it, import it, or check 'imagebuild images'"
             )
-        manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
-        config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        try:
+            manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
+            config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        except (BlobError, OCIError) as exc:
+            raise BuildError(
+                f"image '{ref}' is damaged in the store {self.root}: {exc}: 'imagebuild check --repair' removes it"
+            ) from None
         return Image(image_id, manifest, config)
 
     def manifest_digest(self, image_id: str) -> str:
