@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -23,19 +23,24 @@ from imagebuild import analyze, lint, sandbox, transport, userns
 from imagebuild import context as build_context
 from imagebuild.analyze import human
 from imagebuild.builder.executor import Builder, Options
-from imagebuild.dockerfile import DockerfileError, parse_file
-from imagebuild.errors import BuildError
+from imagebuild.dockerfile import parse_file
+from imagebuild.errors import BuildError, ImagebuildError
 from imagebuild.store.images import Image, Store, default_root, normalize_tag
 from imagebuild.transport import registry
-from unionfs.api import MountError, UnionMount
+from unionfs import ERRORS as UNIONFS_ERRORS
+from unionfs import MountError, UnionMount
 
 NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?$")
 USAGE_ERROR = 2
 UNION_FSTYPE = "fuse.unionfs"  # what /proc/self/mountinfo calls a unionfs mount
+#: what a user can cause, from either package: one line and the error's status (1 when it has none)
+USER_ERRORS: tuple[type[Exception], ...] = (ImagebuildError, *UNIONFS_ERRORS)
 
 
-class UsageError(Exception):
+class UsageError(ImagebuildError):
     """A command line argparse refused: one line, with the --help that shows the right usage."""
+
+    status = USAGE_ERROR
 
 
 class Parser(argparse.ArgumentParser):
@@ -230,6 +235,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         args.explain_cache,
         timestamp,
         args.insecure,
+        registry_progress(),
     )
     builder = Builder(store, ctx, df, options, sys.stdout)
     image_id, _state = builder.build()
@@ -480,6 +486,13 @@ def cmd_run(store: Store, args: argparse.Namespace) -> int:
     return status if status >= 0 else 128 - status
 
 
+def registry_progress() -> Callable[[str], None] | None:
+    """Where a registry client tells its progress: stderr, line by line, when a person watches it."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda text: print(text, file=sys.stderr, flush=True)
+
+
 def cmd_login(args: argparse.Namespace) -> None:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -623,17 +636,21 @@ def run_command(args: argparse.Namespace) -> int:
         cmd_umount(args.mountpoint)
     elif args.command == "run":
         return cmd_run(store, args)
-    elif args.command == "lint":
-        return cmd_lint(args)
     elif args.command == "push":
         ref = registry.Reference.parse(args.ref)
-        client = registry.Client(ref.registry, insecure=args.insecure)
+        client = registry.Client(ref.registry, insecure=args.insecure, progress=registry_progress())
         digest = registry.push(store, store.resolve(args.image), ref, client, args.mount_from)
         print(f"Pushed {ref} ({digest}); {len(client.sent)} blob(s) sent")
     elif args.command == "pull":
         check_names(args.tag)
         ref = registry.Reference.parse(args.ref)
-        image_id = registry.pull(store, ref, registry.Client(ref.registry, insecure=args.insecure), args.tag, print)
+        image_id = registry.pull(
+            store,
+            ref,
+            registry.Client(ref.registry, insecure=args.insecure, progress=registry_progress()),
+            args.tag,
+            print,
+        )
         print(f"Pulled {ref} as {image_id}")
     elif args.command == "login":
         cmd_login(args)
@@ -648,21 +665,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        args = parser().parse_args(argv)
-    except UsageError as exc:
+        status = run_command(parser().parse_args(argv))
+    except USER_ERRORS as exc:
         print(f"imagebuild: error: {exc}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
-    try:
-        status = run_command(args)
-    except DockerfileError as exc:
-        print(f"imagebuild: error: {exc}", file=sys.stderr)
-        status = 1
-    except BuildError as exc:
-        print(f"imagebuild: error: {exc}", file=sys.stderr)
-        status = exc.status
-    except MountError as exc:
-        print(f"imagebuild: error: {exc}", file=sys.stderr)
-        status = 1
+        status = getattr(exc, "status", 1)
     except KeyboardInterrupt:
         print("imagebuild: interrupted", file=sys.stderr)
         status = 130

@@ -49,7 +49,7 @@ from imagebuild.errors import BuildError
 from imagebuild.oci import Descriptor, Healthcheck, History, ImageConfig, RootFS
 from imagebuild.store.images import Image, Layer, Store
 from imagebuild.transport import registry
-from unionfs.api import MountError, mounted
+from unionfs import MountError, mounted
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
 MOUNTPOINTS = ("dev", "proc", "sys", "etc")  # bubblewrap makes these in the rootfs; they are not the step's work
@@ -63,6 +63,7 @@ class Options:
     explain: bool = False
     epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
     insecure: bool = False  # FROM a registry over plain http
+    progress: Callable[[str], None] | None = None  # told a FROM pull's progress, line by line
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ class Builder:
         return self._commit(state), state
 
     def _say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        self.out.write(text + "\n")
+        self.out.flush()
 
     def _begin(self, instruction: Instruction) -> int:
         self._step += 1
@@ -181,7 +183,7 @@ class Builder:
         ref = registry.Reference.parse(base)
         self._say(f" ---> pulling {ref}")
         try:
-            client = registry.Client(ref.registry, insecure=self.options.insecure)
+            client = registry.Client(ref.registry, insecure=self.options.insecure, progress=self.options.progress)
             return self.store.resolve(registry.pull(self.store, ref, client, []))
         except BuildError as exc:
             raise BuildError(f"{self._where(instruction)}: {exc}") from None
@@ -446,10 +448,10 @@ class Builder:
                 raise BuildError(why, status)
             self._drop_mountpoints(upper, lowers)
             return upper
-        except MountError as exc:
-            raise BuildError(f"{self._where(instruction)}: cannot mount the layers for RUN: {exc}") from None
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(upper, ignore_errors=True)
+            if isinstance(exc, MountError):
+                raise BuildError(f"{self._where(instruction)}: cannot mount the layers for RUN: {exc}") from None
             raise
         finally:
             if namespace is not None:
