@@ -243,8 +243,9 @@ class Store:
                 entry: dict[str, Any] = json.load(f)
         except (OSError, ValueError):
             return None
-        diff_id = entry.get("diff_id")
-        if diff_id and not os.path.isdir(self.layer_dir(diff_id)):
+        if not _cache_entry(entry):
+            return None  # damaged: a miss, as an unreadable entry is
+        if not os.path.isdir(self.layer_dir(entry["diff_id"])):
             return None  # pruned since
         return entry
 
@@ -255,9 +256,9 @@ class Store:
         try:
             with open(os.path.join(self.root, "cache", "steps", step + ".json"), encoding="utf-8") as f:
                 data: dict[str, Any] = json.load(f)
-                return data
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("files", {}), dict) else None
 
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
@@ -355,6 +356,17 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
+
+
+def _cache_entry(entry: object) -> bool:
+    """Whether a cache entry read from disk has the shape `cache_put` wrote: a layer's diff_id and blob."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("diff_id"), str) or not entry["diff_id"]:
+        return False
+    try:
+        Descriptor.from_dict(entry.get("blob"))
+    except OCIError:
+        return False
+    return True
 
 
 def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:

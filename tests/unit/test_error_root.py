@@ -114,3 +114,21 @@ def test_a_run_step_whose_mount_fails_leaves_no_scratch_upper(tmp_path: Path) ->
     line = one_line(imagebuild_cli(root, "build", str(ctx)))
     assert "Dockerfile:2: cannot mount the layers for RUN" in line, line
     assert os.listdir(root / "tmp") == []
+
+
+def test_a_damaged_cache_entry_is_a_miss(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a").write_text("a\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    root = tmp_path / "store"
+    first = imagebuild_cli(root, "build", str(ctx))
+    assert first.returncode == 0, first.stderr
+    diff_id = next(p.name for p in (root / "layers").iterdir())
+    entries = [p for p in (root / "cache").rglob("*.json")]
+    assert len(entries) == 2  # the step's entry and what it saw
+    for damaged in ("{}", "[1]", '{"files": 3}', f'{{"diff_id": "sha256:{diff_id}", "blob": {{"size": "x"}}}}'):
+        for entry in entries:
+            entry.write_text(damaged)
+        again = imagebuild_cli(root, "build", "--explain-cache", str(ctx))
+        assert again.returncode == 0 and "cache miss" in again.stdout, (damaged, again.stderr)
