@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +142,11 @@ def test_an_api_name_imagebuild_does_not_use_is_found(tree: Path) -> None:
     init = tree / "unionfs" / "__init__.py"
     init.write_text(init.read_text(encoding="utf-8").replace("__all__ = [", '__all__ = [\n    "Tree2",'))
     assert violations(tree) == ["unionfs/__init__.py: Tree2 is in __all__ but imagebuild does not use it"]
+
+
+@pytest.mark.parametrize("module", ["unionfs", "imagebuild.cli"])
+def test_the_api_and_the_imagebuild_cli_do_not_load_the_fuse_daemon(module: str) -> None:
+    """`import unionfs` stays cheap: pyfuse3 and trio are the daemon's, and the imagebuild CLI never pays for them."""
+    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyfuse3', 'trio')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
