@@ -22,9 +22,6 @@ from imagebuild.store.images import Store, default_root
 from imagebuild.transport import registry
 from unionfs import ERRORS as UNIONFS_ERRORS
 
-#: what a user can cause, from either package: one line and the error's status (1 when it has none)
-USER_ERRORS: tuple[type[Exception], ...] = (ImagebuildError, *UNIONFS_ERRORS)
-
 
 def open_store(root: str) -> Store:
     if os.path.lexists(root) and not os.path.isdir(root):
@@ -101,9 +98,12 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         status = run_command(parser().parse_args(argv))
-    except USER_ERRORS as exc:
+    except ImagebuildError as exc:  # the root of imagebuild's errors
         print(f"imagebuild: error: {exc}", file=sys.stderr)
-        status = getattr(exc, "status", 1)
+        status = exc.status
+    except UNIONFS_ERRORS as exc:  # unionfs's (its root names the status `exit_status`)
+        print(f"imagebuild: error: {exc}", file=sys.stderr)
+        status = getattr(exc, "exit_status", 1)
     except KeyboardInterrupt:
         print("imagebuild: interrupted", file=sys.stderr)
         status = 130
