@@ -5,6 +5,7 @@ Layout under the root:
   layers/<diff hex>/     a layer as a directory, the read-only lower unionfs mounts; one per diff_id
   images.json            {"images": {image id: manifest digest}, "tags": {name:tag: image id},
                           "indexes": {image id: digest of the image index it was chosen from, when it was}}
+  images.json.lock       held while the index changes (flock), so that no change made at the same time is lost
 
 Foreign images (pulled or imported) are kept byte for byte: their manifest, config and index blobs are stored
 as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
@@ -15,10 +16,13 @@ as received, so the image id is the sender's config digest and a push sends the 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -101,6 +105,16 @@ class Store:
     def _save_index(self, index: dict[str, dict[str, str]]) -> None:
         write_json_atomic(self._index_path, index)
 
+    @contextlib.contextmanager
+    def _changing_index(self) -> Iterator[dict[str, dict[str, str]]]:
+        """The index to change, read and saved under a lock: changes made at the same time (stages of one
+        build pulling their bases, builds in other processes) are all kept, none lost."""
+        with open(self._index_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self._index()
+            yield index
+            self._save_index(index)
+
     def tags(self) -> dict[str, str]:
         return self._index()["tags"]
 
@@ -135,24 +149,21 @@ class Store:
         return self._index()["images"][image_id]
 
     def tag(self, image_id: str, name: str) -> None:
-        index = self._index()
-        index["tags"][normalize_tag(name)] = image_id
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["tags"][normalize_tag(name)] = image_id
 
     def untag(self, name: str) -> str:
-        index = self._index()
-        image_id = index["tags"].pop(normalize_tag(name), None)
-        if image_id is None:
-            raise BuildError(f"no tag '{name}' in the store: see 'imagebuild images'")
-        self._save_index(index)
+        with self._changing_index() as index:
+            image_id = index["tags"].pop(normalize_tag(name), None)
+            if image_id is None:
+                raise BuildError(f"no tag '{name}' in the store: see 'imagebuild images'")
         return image_id
 
     def remove_image(self, image_id: str) -> None:
-        index = self._index()
-        index["images"].pop(image_id, None)
-        index["indexes"].pop(image_id, None)
-        index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["images"].pop(image_id, None)
+            index["indexes"].pop(image_id, None)
+            index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
 
     # -- layers ---------------------------------------------------------------------------------------------------
 
@@ -198,10 +209,12 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(raw_path)
         target = self.layer_dir(diff_id)
-        if os.path.isdir(target):
-            shutil.rmtree(layer_dir, ignore_errors=True)
-        else:
+        try:
             os.rename(layer_dir, target)
+        except OSError as exc:  # stored already, maybe this instant by a stage building at the same time
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(target):
+                raise
+            shutil.rmtree(layer_dir, ignore_errors=True)
         return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
 
     def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
@@ -218,13 +231,12 @@ class Store:
         manifest_info = self.blobs.put_bytes(manifest_bytes)
         index_digest = self.blobs.put_bytes(index_bytes).digest if index_bytes is not None else None
         image_id = config_info.digest
-        index = self._index()
-        index["images"][image_id] = manifest_info.digest
-        if index_digest is not None:
-            index["indexes"][image_id] = index_digest
-        else:
-            index["indexes"].pop(image_id, None)
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["images"][image_id] = manifest_info.digest
+            if index_digest is not None:
+                index["indexes"][image_id] = index_digest
+            else:
+                index["indexes"].pop(image_id, None)
         return image_id
 
     def layer_pairs(self) -> dict[str, str]:
