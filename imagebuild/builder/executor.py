@@ -17,8 +17,11 @@ import platform
 
 from imagebuild import transport
 from imagebuild.builder.configsteps import ConfigSteps
+from imagebuild.builder.console import Console, StageOutput
 from imagebuild.builder.copyplan import CopySteps
 from imagebuild.builder.runstep import RunStep
+from imagebuild.builder.scheduler import Cancelled, default_jobs, run_stages
+from imagebuild.builder.stagegraph import StageGraph, stage_label, stage_names
 from imagebuild.builder.state import StageState, sha
 from imagebuild.builder.stepbase import Options, StepReport, looks_remote
 from imagebuild.dockerfile import Instruction, Stage, parse
@@ -35,30 +38,65 @@ class Builder(ConfigSteps, RunStep, CopySteps):
     """Builds a Dockerfile: stage selection, one handler per instruction (the config steps, RUN, COPY/ADD),
     the cache of layer steps, the commit of the image."""
 
-    def _stages_to_build(self) -> list[Stage]:
+    _numbers: dict[int, int]  # id of an instruction -> its step number (Dockerfile order, the built stages only)
+
+    def _target(self) -> Stage:
+        """The stage the image is made of: --target, else the last."""
         stages = self.df.stages
         if self.options.target is None:
-            return stages
+            return stages[-1]
         try:
-            target = self.df.stage(self.options.target)
+            return self.df.stage(self.options.target)
         except (KeyError, IndexError, ValueError):
             names = ", ".join(s.name for s in stages if s.name) or "none named"
             raise BuildError(f"{self.df.path}: no stage '{self.options.target}' to target (stages: {names})") from None
-        return stages[: target.index + 1]
 
     def build(self) -> tuple[str, StageState]:
-        stages = self._stages_to_build()
-        self._total = sum(1 + len(s.instructions) for s in stages)
-        state = StageState()
+        """Build the stages the target needs, each as soon as the stages it reads are built (several at once,
+        see scheduler.py), and commit the target's image. Stages the target does not need are skipped."""
+        stages = self.df.stages
+        target = self._target()
+        graph = StageGraph.of(stages, [self._base_name(stage) for stage in stages])
+        wanted = graph.needed(target.index)
+        console = Console(self.out)
         for stage in stages:
-            state = self._build_stage(stage)
-            self.stages[str(stage.index)] = state
-            if stage.name:
-                self.stages[stage.name.lower()] = state
+            if stage.index not in wanted:
+                console.say(f"Skipping {stage_label(stage)}: {stage_label(target)} does not need it")
+        self._numbers = {}
+        for stage in (s for s in stages if s.index in wanted):
+            for instruction in (stage.from_instruction, *stage.instructions):
+                self._numbers[id(instruction)] = len(self._numbers) + 1
+        self._total = len(self._numbers)
+        built: dict[int, StageState] = {}
+        jobs = self.options.jobs or default_jobs()
+
+        def build_stage(index: int) -> None:
+            worker = copy.copy(self)  # the store, options, reports and cancel shared; the output and step its own
+            worker.out = StageOutput(console)
+            worker.stages = stage_names(stages, {i: built[i] for i in graph.deps[index]})
+            try:
+                built[index] = worker._build_stage(stages[index])
+            except Cancelled:
+                worker._say(" ---> cancelled: another stage failed")
+                raise
+            finally:
+                worker.out.close()
+
+        run_stages(graph, wanted, build_stage, jobs, self.cancel)
+        self.stages.update(stage_names(stages, built))
+        self.reports.sort(key=lambda report: report.number)
+        state = built[target.index]
         return self._commit(state), state
 
+    def _base_name(self, stage: Stage) -> str:
+        assert stage.from_instruction is not None, "the parser gives every stage its FROM"
+        return self._expand(stage.from_instruction, stage.base, self.meta)
+
     def _begin(self, instruction: Instruction) -> int:
-        self._step += 1
+        self.cancel.check()
+        self._step = self._numbers[id(instruction)]
+        if isinstance(self.out, StageOutput):
+            self.out.step()
         self._say(f"Step {self._step}/{self._total} : {instruction.original}")
         return self._step
 
@@ -66,7 +104,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         from_instruction = stage.from_instruction
         assert from_instruction is not None, "the parser gives every stage its FROM"
         self._begin(from_instruction)
-        base = self._expand(from_instruction, stage.base, self.meta)
+        base = self._base_name(stage)
         state = self._base_state(from_instruction, base)
         state.advance("FROM", base)
         self.reports.append(StepReport(self._step, from_instruction.original, None, f"base {base}"))
@@ -103,7 +141,11 @@ class Builder(ConfigSteps, RunStep, CopySteps):
     def _apply(self, instruction: Instruction, state: StageState) -> None:
         cmd = instruction.cmd
         if cmd in LAYER_STEPS:
-            self._layer_step(instruction, state)
+            if self.options.no_cache:
+                self._layer_step(instruction, state)
+            else:  # the same step in two stages at once: the second waits, then reuses the first's layer
+                with self._same_steps.hold(sha(state.key, instruction.original)):
+                    self._layer_step(instruction, state)
             return
         handler = getattr(self, f"_do_{cmd.lower()}", None)
         if handler is None:

@@ -90,14 +90,22 @@ class RunStep(StepBase):
             sandbox.remove_mountpoint(mnt)
 
     def _stream(self, command: list[str], preexec: Callable[[], None] | None = None) -> int:
-        """Run the step's command, each line of its output shown under the step number."""
+        """Run the step's command, each line of its output shown under the step number; a cancel kills it."""
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
+            process_group=0,  # a group of its own, which a cancelled build kills whole
         )
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            self._say(f"[{self._step}] {raw.decode(errors='replace').rstrip()}")
-        return proc.wait()
+        with self.cancel.watch(proc):
+            for raw in proc.stdout:
+                self._say(f"[{self._step}] {raw.decode(errors='replace').rstrip()}")
+            status = proc.wait()
+        self.cancel.check()  # killed because another stage failed: not this step's failure
+        return status
 
     def _drop_mountpoints(self, upper: str, lowers: list[str]) -> None:
         for name in sandbox.NAME_FILES:  # the empty files the host's name files were bound on, where none was

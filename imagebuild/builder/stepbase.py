@@ -9,8 +9,9 @@ import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
 
+from imagebuild.builder.console import Stream
+from imagebuild.builder.scheduler import Cancel, KeyedLocks
 from imagebuild.builder.state import StageState
 from imagebuild.context import Context
 from imagebuild.dockerfile import Dockerfile, ExpansionError, Instruction, expand, expand_words
@@ -29,6 +30,7 @@ class Options:
     epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
     insecure: bool = False  # FROM a registry over plain http
     progress: Callable[[str], None] | None = None  # told a FROM pull's progress, line by line
+    jobs: int | None = None  # stages built at once; None: scheduler.default_jobs()
 
 
 @dataclass
@@ -42,7 +44,7 @@ class StepReport:
 class StepBase:
     """A build's inputs and progress, and the helpers every step handler uses."""
 
-    def __init__(self, store: Store, context: Context, dockerfile: Dockerfile, options: Options, out: TextIO) -> None:
+    def __init__(self, store: Store, context: Context, dockerfile: Dockerfile, options: Options, out: Stream) -> None:
         self.store = store
         self.context = context
         self.df = dockerfile
@@ -53,6 +55,8 @@ class StepBase:
         self.meta = self._meta_args()
         self._step = 0
         self._total = 0
+        self.cancel = Cancel()  # set when a stage fails: the other stages stop (scheduler.py)
+        self._same_steps = KeyedLocks()  # identical steps of stages running at once: one runs, the other reuses it
 
     def _meta_args(self) -> dict[str, str]:
         scope: dict[str, str] = {}

@@ -45,7 +45,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
     b.add_argument("-t", "--tag", action="append", default=[], help="name the image NAME[:TAG] (repeatable)")
     b.add_argument("--build-arg", action="append", default=[], metavar="K=V")
-    b.add_argument("--target", help="build up to this stage")
+    b.add_argument("--target", help="build this stage (and only the stages it needs)")
+    b.add_argument(
+        "--jobs",
+        metavar="N",
+        help="build at most N independent stages at once (default: the number of CPUs, at least 4; 1: one by one)",
+    )
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
     b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
