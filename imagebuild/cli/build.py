@@ -10,7 +10,7 @@ from imagebuild import context as build_context
 from imagebuild import lint
 from imagebuild.analyze import human
 from imagebuild.builder.executor import Builder, Options
-from imagebuild.cli.checks import check_names, epoch, find_dockerfile, jobs, key_values
+from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_values
 from imagebuild.cli.exchange import registry_progress
 from imagebuild.cli.images import analysis
 from imagebuild.dockerfile import parse_file
@@ -41,7 +41,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         timestamp,
         args.insecure,
         registry_progress(),
-        jobs(args.jobs),
+        args.jobs,
     )
     builder = Builder(store, ctx, df, options, sys.stdout)
     image_id, _state = builder.build()

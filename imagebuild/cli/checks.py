@@ -37,15 +37,6 @@ def epoch(timestamp: str | None) -> int | None:
     return int(value)
 
 
-def jobs(value: str | None) -> int | None:
-    """--jobs: how many stages build at once (None: the default)."""
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise BuildError(f"--jobs '{value}' is not a number of stages (1 or more): e.g. --jobs 4")
-    return int(value)
-
-
 def check_names(names: Sequence[str], flag: str = "-t ") -> None:
     for name in names:
         if not NAME.match(normalize_tag(name)):

@@ -17,6 +17,13 @@ class UsageError(ImagebuildError):
     status = USAGE_ERROR
 
 
+def stage_count(value: str) -> int:
+    """--jobs: a number of stages, 1 or more."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number of stages (1 or more), e.g. --jobs 4")
+    return int(value)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError where it would print its usage block and exit."""
 
@@ -49,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--jobs",
         metavar="N",
+        type=stage_count,
         help="build at most N independent stages at once (default: the number of CPUs, at least 4; 1: one by one)",
     )
     b.add_argument("--no-cache", action="store_true")

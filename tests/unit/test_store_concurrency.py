@@ -34,18 +34,20 @@ def at_once(count: int, work: Callable[[int], object]) -> list[object]:
     return results
 
 
+def same_layer(store: Store) -> str:
+    d = store.scratch_dir("layer-")
+    os.makedirs(os.path.join(d, "etc"))
+    Path(d, "etc", "same").write_text("same content\n")
+    for path in (os.path.join(d, "etc", "same"), os.path.join(d, "etc")):
+        os.utime(path, (1700000000, 1700000000))
+    return d
+
+
 def test_the_same_layer_stored_by_many_at_once_is_one_layer(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "store"))
-    for _ in range(5):
-        dirs = []
-        for i in range(8):
-            d = store.scratch_dir("layer-")
-            os.makedirs(os.path.join(d, "etc"))
-            Path(d, "etc", "same").write_text("same content\n" * 2000)
-            os.utime(os.path.join(d, "etc", "same"), (1700000000, 1700000000))
-            os.utime(os.path.join(d, "etc"), (1700000000, 1700000000))
-            dirs.append(d)
-        results = at_once(8, lambda i: store.add_layer(dirs[i], 1700000000))
+    for _ in range(20):
+        dirs = [same_layer(store) for _ in range(8)]
+        results = at_once(8, lambda i, dirs=dirs: store.add_layer(dirs[i], 1700000000))  # type: ignore[misc]
         assert all(isinstance(r, Layer) for r in results), results
         assert len({r.diff_id for r in results if isinstance(r, Layer)}) == 1
     assert len(os.listdir(tmp_path / "store" / "layers")) == 1
