@@ -145,6 +145,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
                 self._layer_step(instruction, state)
             else:  # the same step in two stages at once: the second waits, then reuses the first's layer
                 with self._same_steps.hold(sha(state.key, instruction.original)):
+                    self.cancel.check()  # it may have waited for a stage that failed
                     self._layer_step(instruction, state)
             return
         handler = getattr(self, f"_do_{cmd.lower()}", None)

@@ -208,14 +208,22 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(raw_path)
+        self.keep_layer_dir(layer_dir, diff_id)
+        return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
+
+    def keep_layer_dir(self, directory: str, diff_id: str) -> None:
+        """Move a finished layer directory into place as the layer `diff_id`'s, or discard it when that layer is
+        stored already (maybe this instant, by a stage or a pull running at the same time: the rename is the
+        test, so two at once never both fail or both stay)."""
         target = self.layer_dir(diff_id)
         try:
-            os.rename(layer_dir, target)
-        except OSError as exc:  # stored already, maybe this instant by a stage building at the same time
+            if os.path.isdir(target):  # an empty layer's directory would be replaced, under the mounts using it
+                raise FileExistsError(errno.EEXIST, "stored already", target)
+            os.rename(directory, target)
+        except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(target):
                 raise
-            shutil.rmtree(layer_dir, ignore_errors=True)
-        return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
+            shutil.rmtree(directory, ignore_errors=True)
 
     def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
         return self.register(make_manifest(config.to_json(), layers), config.to_json())

@@ -106,3 +106,15 @@ def test_target_builds_only_the_stages_it_needs(tool: Tool, ctx: Path) -> None:
     assert "RUN exit 9" not in built.stdout
     assert "Step 4/4 : RUN echo app > /app" in built.stdout
     assert tool.run("run", "--rm", "targeted-app", "cat", "/base", "/app").stdout.split() == ["base", "app"]
+
+
+def test_the_same_step_in_two_stages_at_once_runs_once(tool: Tool, ctx: Path) -> None:
+    token = os.urandom(6).hex()  # a step no earlier build cached
+    step = f"RUN sleep 2 && echo {token} > /same\n"
+    dockerfile(
+        ctx,
+        f"FROM busybox AS a\n{step}FROM busybox AS b\n{step}FROM busybox\nCOPY --from=a /same /a\n"
+        "COPY --from=b /same /b\n",
+    )
+    built = tool.build(ctx)
+    assert built.stdout.count(" ---> Using cache") == 1  # the second waited for the first, then reused its layer
