@@ -77,7 +77,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
             try:
                 built[index] = worker._build_stage(stages[index])
             except Cancelled:
-                worker._say(" ---> cancelled: another stage failed")
+                worker._say(f" ---> cancelled: {self.cancel.reason}")
                 raise
             finally:
                 worker.out.close()

@@ -30,8 +30,8 @@ def default_jobs() -> int:
 class Cancelled(BuildError):
     """A stage stopped because another failed (never the error a build reports)."""
 
-    def __init__(self) -> None:
-        super().__init__("cancelled: another stage failed")
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cancelled: {reason}")
 
 
 class Cancel:
@@ -40,6 +40,7 @@ class Cancel:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
+        self.reason = ""
         self._running: set[subprocess.Popen[bytes]] = set()
 
     @property
@@ -48,10 +49,12 @@ class Cancel:
 
     def check(self) -> None:
         if self._event.is_set():
-            raise Cancelled()
+            raise Cancelled(self.reason)
 
-    def set(self) -> None:
+    def set(self, reason: str) -> None:
         with self._lock:
+            if not self._event.is_set():
+                self.reason = reason
             self._event.set()
             for proc in self._running:
                 _kill_group(proc)
@@ -103,15 +106,15 @@ def run_stages(
                         done.add(index)
                     elif failure is None and not isinstance(error, Cancelled):
                         failure = error
-                        cancel.set()
+                        cancel.set("another stage failed")
         except BaseException as exc:  # Ctrl-C while waiting: stop the stages, let them clean up, then go
-            cancel.set()
+            cancel.set("the build was interrupted")
             wait(running)
             raise exc
     if failure is not None:
         raise failure
     if cancel.is_set:
-        raise Cancelled()
+        raise Cancelled(cancel.reason)
 
 
 class KeyedLocks:

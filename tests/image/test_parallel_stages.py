@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -118,3 +119,27 @@ def test_the_same_step_in_two_stages_at_once_runs_once(tool: Tool, ctx: Path) ->
     )
     built = tool.build(ctx)
     assert built.stdout.count(" ---> Using cache") == 1  # the second waited for the first, then reused its layer
+
+
+def test_ctrl_c_stops_every_stage_and_leaves_nothing(tool: Tool, ctx: Path) -> None:
+    dockerfile(
+        ctx, "".join(f"FROM busybox AS {n}\nRUN echo started && sleep 44 && echo {n} > /{n}\n" for n in "abc") + FINAL
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagebuild", "--root", str(tool.root), "build", str(ctx)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal, even under `&`
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "] started" in line:  # a RUN is running
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "imagebuild: interrupted"
+    assert "cancelled: the build was interrupted" in out
+    assert os.listdir(tool.root / "tmp") == []
+    assert [p for p in os.listdir("/tmp") if p.startswith(f"imagebuild-rootfs-{proc.pid}-")] == []
+    assert not _processes_with(str(tool.root)) and not _processes_with("sleep 44")
