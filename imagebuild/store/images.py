@@ -21,12 +21,13 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, settle_mtimes, write_layer_tar
-from imagebuild.layer._fs import CHUNK
+from imagebuild.layer._fs import CHUNK, syncfs
 from imagebuild.layer.gzipped import GzipWriter
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
@@ -180,7 +181,10 @@ class Store:
         The directory's mtimes become the tar's first (whole seconds; with `mtime_clamp`, SOURCE_DATE_EPOCH, none
         later than it), so the layer mounts here with the times it has wherever it is pulled or imported."""
         settle_mtimes(layer_dir, mtime_clamp)
-        # The tar streams through its sha256 (the diff_id) into the compressor, which deflates on every core.
+        # The directory reaches the disk before it becomes a layer (a RUN step's mount syncs nothing: fsync=0),
+        # flushed by the kernel while the tar is made. The tar streams through its sha256 (the diff_id) into the
+        # compressor, which deflates on every core.
+        flushed = _Flush(layer_dir)
         gz_fd, gz_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="gz-")
         try:
             with os.fdopen(gz_fd, "w+b") as gz:
@@ -196,6 +200,7 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(gz_path)
+            flushed.wait()
         target = self.layer_dir(diff_id)
         if os.path.isdir(target):
             shutil.rmtree(layer_dir, ignore_errors=True)
@@ -376,6 +381,30 @@ def layer_differences(store: Store, directory: str, blob: str) -> list[str]:
 def _host_owner() -> tuple[int, int] | None:
     """Building as an ordinary user, the files the user owns are the image's root's."""
     return None if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+
+class _Flush:
+    """syncfs(2) of the filesystem holding `path`, in a thread of its own (the kernel does the work, without the
+    GIL); `wait` returns when it is done and raises what it raised."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="syncfs", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            syncfs(self._fd)
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(self._fd)
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class _Sha256Writer(io.RawIOBase):
