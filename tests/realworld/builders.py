@@ -289,6 +289,37 @@ class Buildah:
         return left + [f"mount {p}" for p in unmount_all_under(self.root) + unmount_all_under(self.runroot)]
 
 
+class BuildahRootless(Buildah):
+    """buildah as the ordinary user, as a rootless user runs it: its user namespace over the user's subordinate
+    ids, and the overlay driver through fuse-overlayfs (kernel overlay needs root). For the build benchmark."""
+
+    name = "buildah-rootless"
+
+    def __init__(self, work: Path, user: User) -> None:
+        super().__init__(work)
+        self.user = user
+        self.base = work / "buildah-rootless"
+        self.root = self.base / "storage"
+        self.runroot = self.base / "run"
+        self.base.mkdir()
+        os.chown(self.base, user.uid, user.gid)
+        self.env = {**user.env(), "BUILDAH_ISOLATION": "chroot", "XDG_RUNTIME_DIR": str(self.runroot)}
+
+    def command(self, *args: str) -> list[str]:
+        u = self.user
+        return [
+            *("setpriv", f"--reuid={u.uid}", f"--regid={u.gid}", "--init-groups", "--inh-caps=-all", "--"),
+            *("buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", "overlay"),
+            *("--storage-opt", f"overlay.mount_program={shutil.which('fuse-overlayfs') or 'fuse-overlayfs'}", *args),
+        ]
+
+    def build(self, context: Path, tag: str) -> tuple[bool, str]:
+        command = self.command(
+            "bud", "--layers", "--isolation", "chroot", "--pull=never", *buildah_limits(), "-t", tag, str(context)
+        )
+        return run_logged(command, env=self.env, cwd=self.user.base)
+
+
 class ImagebuildRoot:
     name = "root"
 
