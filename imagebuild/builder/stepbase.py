@@ -29,6 +29,7 @@ class Options:
     epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
     insecure: bool = False  # FROM a registry over plain http
     progress: Callable[[str], None] | None = None  # told a FROM pull's progress, line by line
+    secrets: dict[str, bytes] = field(default_factory=dict)  # --secret, by id: for RUN --mount=type=secret
 
 
 @dataclass
