@@ -287,20 +287,23 @@ def test_pip_behind_a_cache_mount_is_faster_the_second_time(tool: Tool, tmp_path
     tool.build(pyctx, "-t", "pybase")
     app = tmp_path / "app"
     app.mkdir()
+    # packages PyPI has as sources only: pip builds each into a wheel (a build environment of its own, setuptools
+    # downloaded into it), and keeps the wheels in its cache; the second time it takes them from there
     dockerfile(
         app,
         "FROM pybase\n"
-        "RUN --mount=type=cache,target=/root/.cache/pip /venv/bin/pip install numpy==1.26.4 django==4.2.11\n",
+        "RUN --mount=type=cache,target=/root/.cache/pip /venv/bin/pip install --use-pep517 "
+        "docopt==0.6.2 sgmllib3k==1.0.0 wget==3.2 pathtools==0.1.2 antlr4-python3-runtime==4.9.3\n",
     )
     timings = []
+    outputs = []
     for _ in range(2):
         started = time.monotonic()
-        built = tool.build(app, "-t", "pipapp", "--no-cache")
+        outputs.append(tool.build(app, "-t", "pipapp", "--no-cache").stdout)
         timings.append(time.monotonic() - started)
-    print(f"pip install behind a cache mount: first {timings[0]:.1f} s, second {timings[1]:.1f} s")
-    assert "Using cached" in built.stdout or "cached" in built.stdout.lower()
-    assert timings[1] < timings[0] * 0.8, timings
+    print(f"pip install behind a cache mount, --no-cache: first {timings[0]:.1f} s, second {timings[1]:.1f} s")
+    assert "Building wheel for docopt" in outputs[0]
+    assert "Using cached docopt-0.6.2" in outputs[1] and "Building wheel" not in outputs[1]
+    assert timings[1] < timings[0] * 0.7, timings
     layer = layer_dir(tool, "pipapp")
-    assert not (layer / "root" / ".cache").exists()
-    assert not any("pip" in str(p) and ".cache" in str(p) for p in layer.rglob("*"))
-    assert (layer / "venv").is_dir()
+    assert (layer / "venv").is_dir() and not (layer / "root").exists()  # no /root/.cache/pip, nothing of it
