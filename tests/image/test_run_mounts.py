@@ -63,6 +63,7 @@ def test_cache_mount_content_is_not_in_the_cache_key(tool: Tool, ctx: Path) -> N
     first = tool.build(ctx, "-t", "cache-key")
     again = tool.build(ctx, "-t", "cache-key")
     assert tool.image_id(first) == tool.image_id(again) and "Cache: 1 of 1 layer steps reused" in again.stdout
+    assert [p.read_text().count("\n") for p in (tool.root / "caches").rglob("log")] == [1]  # it did use the cache
 
 
 def test_cache_mount_owner_and_mode_as_given(tool: Tool, ctx: Path) -> None:
@@ -212,11 +213,12 @@ def test_targets_made_for_a_mount_leave_no_trace_and_their_parents_keep_their_me
         ctx,
         "FROM busybox\n"
         "RUN mkdir -m 0700 /opt && touch -d @1000000000 /opt\n"
-        "RUN --mount=type=tmpfs,target=/opt/a/b stat -c '%a %Y' /opt > /seen\n"
+        "RUN --mount=type=tmpfs,target=/opt/a/b stat -c '%a %Y' /opt > /seen; "
+        "awk '$2 == \"/opt/a/b\" {print $3}' /proc/mounts >> /seen\n"
         "RUN --mount=type=cache,target=/opt/a/b,id=trace-test touch /opt/new\n",
     )
     tool.build(ctx, "-t", "traces")
-    assert (layer_dir(tool, "traces", -2) / "seen").read_text() == "700 1000000000\n"
+    assert (layer_dir(tool, "traces", -2) / "seen").read_text() == "700 1000000000\ntmpfs\n"
     assert tree(layer_dir(tool, "traces", -2)) == ["seen"]
     assert tree(layer_dir(tool, "traces")) == ["opt", "opt/new"]  # no opt/a
     assert oct((layer_dir(tool, "traces") / "opt").stat().st_mode & 0o7777) == "0o700"
@@ -307,3 +309,18 @@ def test_pip_behind_a_cache_mount_is_faster_the_second_time(tool: Tool, tmp_path
     assert timings[1] < timings[0] * 0.7, timings
     layer = layer_dir(tool, "pipapp")
     assert (layer / "venv").is_dir() and not (layer / "root").exists()  # no /root/.cache/pip, nothing of it
+
+
+def test_a_new_cache_starts_from_its_from_source(tool: Tool, ctx: Path) -> None:
+    dockerfile(
+        ctx,
+        "FROM busybox AS seed\n"
+        "RUN mkdir /out && echo seeded > /out/first.txt\n"
+        "FROM busybox\n"
+        "RUN --mount=type=cache,target=/c,id=seeded-test,from=seed,source=/out cat /c/first.txt > /got "
+        "&& echo later >> /c/first.txt\n",
+    )
+    tool.build(ctx, "-t", "seeded", "--no-cache")
+    assert (layer_dir(tool, "seeded") / "got").read_text() == "seeded\n"
+    tool.build(ctx, "-t", "seeded", "--no-cache")  # an existing cache keeps its own content
+    assert (layer_dir(tool, "seeded") / "got").read_text() == "seeded\nlater\n"
