@@ -336,6 +336,7 @@ class Active:
                     "target": p.target,
                     "readonly": p.mount.readonly,
                     "size": p.mount.size,
+                    "is_dir": p.is_dir,
                 }
                 for p in (self._prepared if self.privileged else [])
             ],

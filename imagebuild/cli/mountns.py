@@ -93,6 +93,23 @@ def open_beneath(base: str, rel: str) -> int:
     return fd
 
 
+def _target(root: str, rel: str, is_dir: bool) -> int:
+    """The target's fd; one under an earlier mount of this RUN (a cache, a tmpfs) is made there, as BuildKit does."""
+    try:
+        return open_beneath(root, rel)
+    except FileNotFoundError:
+        parent, name = os.path.split(rel)
+        fd = open_beneath(root, parent)
+        try:
+            if is_dir:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            else:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd))
+        finally:
+            os.close(fd)
+        return open_beneath(root, rel)
+
+
 def apply(plan: dict[str, Any]) -> None:
     for path, uid, gid, mode in plan.get("chown", []):
         os.chown(path, uid, gid, follow_symlinks=False)
@@ -112,7 +129,7 @@ def apply(plan: dict[str, Any]) -> None:
     for mount in mounts:
         where = "/" + mount["target"]
         try:
-            target = open_beneath(plan["root"], mount["target"])
+            target = _target(plan["root"], mount["target"], mount.get("is_dir", True))
         except OSError as exc:
             raise Failure(f"cannot reach the mount target {where}: {exc.strerror}") from None
         try:

@@ -324,3 +324,16 @@ def test_a_new_cache_starts_from_its_from_source(tool: Tool, ctx: Path) -> None:
     assert (layer_dir(tool, "seeded") / "got").read_text() == "seeded\n"
     tool.build(ctx, "-t", "seeded", "--no-cache")  # an existing cache keeps its own content
     assert (layer_dir(tool, "seeded") / "got").read_text() == "seeded\nlater\n"
+
+
+def test_a_mount_inside_another(tool: Tool, ctx: Path, tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("nested secret\n")
+    dockerfile(
+        ctx,
+        "FROM busybox\n"
+        "RUN --mount=type=cache,target=/a,id=nest-test --mount=type=tmpfs,target=/a/b "
+        "--mount=type=secret,id=s,target=/a/b/s cat /a/b/s > /got\n",
+    )
+    tool.run("build", "-t", "nested", "--secret", f"id=s,src={tmp_path / 's'}", str(ctx))
+    assert (layer_dir(tool, "nested") / "got").read_text() == "nested secret\n"
+    assert tree(layer_dir(tool, "nested")) == ["got"]
