@@ -85,13 +85,14 @@ def _hold(root: str, sharing: str, seconds: float, queue: multiprocessing.Queue[
 
 
 def _in_two_processes(root: str, sharing: str) -> list[tuple[str, float, float]]:
-    queue: multiprocessing.Queue[tuple[str, float, float]] = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_hold, args=(root, sharing, 1.0, queue)) for _ in range(2)]
+    spawn = multiprocessing.get_context("spawn")  # not fork: a forked child can inherit a lock another thread held
+    queue: multiprocessing.Queue[tuple[str, float, float]] = spawn.Queue()
+    procs = [spawn.Process(target=_hold, args=(root, sharing, 3.0, queue)) for _ in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(30)
-    return sorted(queue.get(timeout=5) for _ in procs)
+    return sorted(queue.get(timeout=10) for _ in procs)
 
 
 def test_cache_sharing(tmp_path: Path) -> None:
