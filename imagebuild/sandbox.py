@@ -133,9 +133,11 @@ def bwrap_command(
     user: tuple[int, int] = (0, 0),
     inside: bool = False,
     binds: Sequence[tuple[str, str]] = (),
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """bubblewrap's command line. `inside`: it runs as the root of a user namespace that maps every id of the
-    container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone)."""
+    container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone).
+    `extra`: further bubblewrap options for the rootfs (a rootless RUN's mounts, builder/runmounts.py)."""
     tool = shutil.which("bwrap")
     if tool is None:
         raise BuildError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
@@ -168,7 +170,7 @@ def bwrap_command(
     command += ["--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", workdir or "/"]
     for source, target in binds:
         command += ["--bind", source, target]
-    command += ["--die-with-parent", "--clearenv"]
+    command += [*extra, "--die-with-parent", "--clearenv"]
     for key, value in env.items():
         command += ["--setenv", key, value]
     return [*command, "--", *argv]

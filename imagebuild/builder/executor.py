@@ -16,6 +16,7 @@ import os
 import platform
 
 from imagebuild import transport
+from imagebuild.builder import runmounts
 from imagebuild.builder.configsteps import ConfigSteps
 from imagebuild.builder.console import Console, StageOutput
 from imagebuild.builder.copyplan import CopySteps
@@ -160,8 +161,10 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         epoch = ("SOURCE_DATE_EPOCH", self.options.epoch)  # it changes the layer (mtimes, RUN's environment)
         if instruction.cmd == "RUN":
             argv = self._command(instruction, state)
+            mounts = self._mounts(instruction, state)
             text = repr(
                 ("RUN", argv, sorted(state.env.items()), sorted(state.args.items()), state.config.working_dir, epoch)
+                + ((mounts.key,) if mounts.key else ())
             )
             files: dict[str, str] = {}
             content = ""
@@ -184,7 +187,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         else:
             why = self._why_missed(step_id, files)
             if plan is None:
-                layer_dir = self._run(instruction, state)
+                layer_dir = self._run(instruction, state, mounts)
             else:
                 layer_dir = self._copy(instruction, state, plan)
             layer = self.store.add_layer(layer_dir, self.options.epoch)
@@ -199,6 +202,15 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         state.key = key
         state.created = created
         self._history(state, instruction, empty=False)
+
+    def _mounts(self, instruction: Instruction, state: StageState) -> runmounts.Plan:
+        return runmounts.plan(
+            self._where(instruction),
+            instruction.flag_values("mount"),
+            lambda value: self._expand(instruction, value, state.scope),
+            self.context,
+            lambda name: self._source_state(instruction, name),
+        )
 
     def _why_missed(self, step_id: str, files: dict[str, str]) -> str:
         if self.options.no_cache:

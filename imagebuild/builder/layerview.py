@@ -87,3 +87,11 @@ class LayersView:
         if not found.path:
             return os.open(".", flags | os.O_CLOEXEC, dir_fd=self._layers[found.layer].root_fd)
         return os.open(found.name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd(found))
+
+    def layer_path(self, path: str) -> str | None:
+        """Where the entry shown at the resolved `path` lies on disk: in the topmost layer that has it, whose
+        metadata (mode, owner, times, ownership records) the view shows."""
+        found = self._find(path)
+        if found is None:
+            return None
+        return os.path.join(self._layers[found.layer].path, *found.path)

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Callable
 
 from imagebuild import sandbox, userns
+from imagebuild.builder import runmounts
 from imagebuild.builder.state import StageState
 from imagebuild.builder.stepbase import StepBase
 from imagebuild.dockerfile import Instruction
@@ -34,7 +35,7 @@ class RunStep(StepBase):
     def _lowers(self, state: StageState, empty: str) -> list[str]:
         return self.store.lower_dirs(state.layers) or [empty]
 
-    def _run(self, instruction: Instruction, state: StageState) -> str:
+    def _run(self, instruction: Instruction, state: StageState, mounts: runmounts.Plan | None = None) -> str:
         ranges = userns.ranges()
         upper = self.store.scratch_dir("upper-")
         work = self.store.scratch_dir("work-")
@@ -50,7 +51,10 @@ class RunStep(StepBase):
             if namespace is not None:
                 namespace.open()
             enter = [] if namespace is None else namespace.enter()
-            with mounted(mnt, lowers, upper, work, options, enter=[] if namespace is None else namespace.daemon()):
+            with (
+                runmounts.Active(mounts, self.store, self.context, lowers, namespace, self.options.secrets) as active,
+                mounted(mnt, active.lowers, upper, work, options, enter=namespace.daemon() if namespace else []),
+            ):
                 workdir = state.config.working_dir or "/"
                 env = self._run_env(state)
                 try:
@@ -67,10 +71,10 @@ class RunStep(StepBase):
                 except BuildError as exc:
                     raise BuildError(f"{self._where(instruction)}: {exc}") from None
                 argv = self._command(instruction, state)
-                command = [
-                    *enter,
-                    *sandbox.bwrap_command(mnt, argv, env, workdir, user, inside=bool(enter), binds=binds),
-                ]
+                sandboxed = sandbox.bwrap_command(
+                    mnt, argv, env, workdir, user, inside=bool(enter), binds=binds, extra=active.bwrap_args
+                )
+                command = active.command(enter, sandboxed, mnt, user)
                 status = self._stream(command, sandbox.preexec(mnt, user))
             if status != 0:
                 why = f"{self._where(instruction)}: RUN failed with exit status {status}"

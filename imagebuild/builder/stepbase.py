@@ -31,6 +31,7 @@ class Options:
     insecure: bool = False  # FROM a registry over plain http
     progress: Callable[[str], None] | None = None  # told a FROM pull's progress, line by line
     jobs: int | None = None  # stages built at once; None: scheduler.default_jobs()
+    secrets: dict[str, bytes] = field(default_factory=dict)  # --secret, by id: for RUN --mount=type=secret
 
 
 @dataclass

@@ -6,6 +6,14 @@ can cause is one line, `imagebuild: error: ...`, and a non-zero exit status.
 
 from __future__ import annotations
 
-from imagebuild.cli.commands import main
+from collections.abc import Sequence
 
 __all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `imagebuild` command. Imported on first call: `python -m imagebuild.cli.mountns`, which starts once
+    for every RUN with mounts, loads this package and not the whole command line."""
+    from imagebuild.cli.commands import main as run
+
+    run(argv)

@@ -9,6 +9,7 @@ import sys
 from imagebuild import context as build_context
 from imagebuild import lint
 from imagebuild.analyze import human
+from imagebuild.builder import secrets
 from imagebuild.builder.executor import Builder, Options
 from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_values
 from imagebuild.cli.exchange import registry_progress
@@ -42,6 +43,7 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         args.insecure,
         registry_progress(),
         args.jobs,
+        secrets.parse(args.secret),
     )
     builder = Builder(store, ctx, df, options, sys.stdout)
     image_id, _state = builder.build()

@@ -18,6 +18,7 @@ from imagebuild.cli.images import cmd_analyze, cmd_history, cmd_images, cmd_rmi,
 from imagebuild.cli.parser import parser
 from imagebuild.cli.run import cmd_run
 from imagebuild.errors import BuildError, ImagebuildError
+from imagebuild.store import caches
 from imagebuild.store.images import Store, default_root
 from imagebuild.transport import registry
 from unionfs import ERRORS as UNIONFS_ERRORS
@@ -62,6 +63,10 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "prune":
         layers, freed = store.prune()
         print(f"Deleted {layers} layers, freed {human(freed)} of blobs")
+        if args.cache:
+            removed, cache_bytes, busy = caches.prune(store.root)
+            in_use = f" ({busy} in use by a build, kept)" if busy else ""
+            print(f"Deleted {removed} RUN caches, freed {human(cache_bytes)}{in_use}")
     elif args.command == "mount":
         cmd_mount(store, args)
     elif args.command == "umount":

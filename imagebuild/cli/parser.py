@@ -63,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
     b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
     b.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="id=ID,src=FILE|env=VAR",
+        help="a secret for RUN --mount=type=secret (repeatable); it enters no layer, record or cache key",
+    )
+    b.add_argument(
         "--timestamp",
         metavar="SECONDS",
         help="as SOURCE_DATE_EPOCH: clamp newer mtimes to it, date the image with it, give it to RUN",
@@ -79,7 +86,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     r = sub.add_parser("rmi", help="remove an image name (and the image, when it has no other)")
     r.add_argument("images", nargs="+")
-    sub.add_parser("prune", help="delete layers and blobs no image uses")
+    pr = sub.add_parser("prune", help="delete layers and blobs no image uses")
+    pr.add_argument("--cache", action="store_true", help="and the RUN --mount=type=cache directories")
     ck = sub.add_parser("check", help="verify every blob, layer and image in the store")
     ck.add_argument("--repair", action="store_true", help="remove what is broken and leftovers of interrupted work")
 

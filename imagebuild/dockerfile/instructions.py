@@ -15,6 +15,7 @@ from .errors import InstructionError
 from .flags import parse_flags
 from .heredoc import parse_heredoc_word
 from .model import Instruction, KeyValue
+from .mounts import MountError, parse_mount
 from .suggest import closest
 from .values import parse_interval_ns, parse_port_spec, parse_retries
 from .words import extract_flags, parse_json_array, parse_words, split_command, split_whitespace
@@ -67,6 +68,7 @@ def parse_instruction(text: str, line: int, end_line: int, escape: str) -> Instr
         raise InstructionError(unknown_instruction(keyword))
     flag_words, rest = extract_flags(rest)
     flags = parse_flags(cmd, flag_words)
+    _check_mounts(flags.in_order)
     original = text.strip()
     trigger = None
     if cmd == "ONBUILD":
@@ -86,6 +88,16 @@ def parse_instruction(text: str, line: int, end_line: int, escape: str) -> Instr
         pairs=parsed.pairs,
         trigger=trigger,
     )
+
+
+def _check_mounts(flags: list[tuple[str, str]]) -> None:
+    """RUN --mount values without variables are checked now, before anything is built."""
+    for name, value in flags:
+        if name == "mount" and "$" not in value:
+            try:
+                parse_mount(value)
+            except MountError as exc:
+                raise InstructionError(str(exc)) from None
 
 
 def can_have_heredocs(instruction: Instruction) -> bool:

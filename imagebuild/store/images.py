@@ -11,6 +11,7 @@ Foreign images (pulled or imported) are kept byte for byte: their manifest, conf
 as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
   cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations)
   containers/<name>/     upper and work dirs of mounted or running images
+  caches/<hex>/          the directories of RUN --mount=type=cache (store/caches.py); in no image
 """
 
 from __future__ import annotations
