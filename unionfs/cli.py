@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .config import MountConfig, apply_options, mounted_points, validate
-from .errors import ConfigError
-from .unmount import UnmountError, unmount
+from .errors import USAGE_STATUS, UnionfsError
+from .unmount import unmount
 
-USAGE_ERROR = 2
+USAGE_ERROR = USAGE_STATUS
 
 MOUNT_HELP = """\
 options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take them):
@@ -45,8 +45,10 @@ def die(message: str, status: int = USAGE_ERROR) -> None:
     sys.exit(status)
 
 
-class UsageError(Exception):
+class UsageError(UnionfsError):
     """A command line argparse refused: one line, with the --help that shows the right usage."""
+
+    exit_status = USAGE_STATUS
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,6 +79,11 @@ def mount_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("-d", "--debug", action="store_true", help="log every operation (implies -f)")
     parser.add_argument("--log", metavar="FILE", help="where a background daemon logs (default: nowhere)")
     parser.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    parser.add_argument(
+        "--error-file",
+        metavar="FILE",
+        help="append a line here for every request the daemon answered EIO because of a bug of its own",
+    )
     parser.add_argument(
         "--owner-fd",
         type=int,
@@ -128,7 +135,7 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
             args.ready_fd = None
 
     try:
-        serve(config, ready, args.owner_fd)
+        serve(config, ready, args.owner_fd, args.error_file)
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount on '{config.mountpoint}': {exc}"
         if args.ready_fd is not None:
@@ -176,10 +183,7 @@ def owner_fd_problem(fd: int) -> str | None:
 
 def cmd_mount(argv: Sequence[str], prog: str) -> None:
     args = mount_parser(prog).parse_args(argv)
-    try:
-        config = config_from(args)
-    except ConfigError as exc:
-        die(str(exc))
+    config = config_from(args)  # (a ConfigError ends in main, with its status)
     if args.owner_fd is not None:
         problem = owner_fd_problem(args.owner_fd)
         if problem is not None:
@@ -195,10 +199,7 @@ def cmd_umount(argv: Sequence[str]) -> None:
     point = os.path.realpath(args.mountpoint)
     if point not in mounted_points():
         die(f"'{args.mountpoint}' is not mounted: nothing to do")
-    try:
-        unmount(point)
-    except UnmountError as exc:
-        die(str(exc), 1)
+    unmount(point)  # (an UnmountError ends in main, with its status)
 
 
 def cmd_stress(argv: Sequence[str]) -> None:
@@ -246,5 +247,5 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(0)
         else:
             die("no command: use mount, umount or stress (see 'unionfs --help')")
-    except UsageError as exc:
-        die(str(exc))
+    except UnionfsError as exc:  # the package's one error root: one line and its exit status, no traceback
+        die(str(exc), exc.exit_status)

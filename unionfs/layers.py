@@ -92,6 +92,11 @@ class LiveDirView(DirView):
         return read_view(self.fd).names()
 
 
+def proc_path(dirfd: int, name: str | None = None) -> str:
+    """A path naming `name` inside an open directory without walking the layer from its root again."""
+    return f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+
+
 def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -105,7 +110,7 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
 
 def read_override(dirfd: int, name: str | None) -> OverrideStat | None:
     """The ownership record of dirfd/name (of dirfd itself when name is None), if it has a valid one."""
-    where = f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+    where = proc_path(dirfd, name)
     try:
         return parse_override(os.getxattr(where, OVERRIDE_STAT, follow_symlinks=False))
     except (OSError, OverrideError):
@@ -127,7 +132,7 @@ def is_metacopy(dirfd: int, name: str, st: os.stat_result) -> bool:
         return False
     for attr in (TRUSTED_METACOPY, USER_METACOPY):
         try:
-            os.getxattr(f"/proc/self/fd/{dirfd}/{name}", attr, follow_symlinks=False)
+            os.getxattr(proc_path(dirfd, name), attr, follow_symlinks=False)
             return True
         except OSError:
             pass
