@@ -10,7 +10,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .privxattr import is_privileged, record_name, recorded_name, shown_xattrs
+from .privxattr import is_privileged, record_name, shown_xattrs
 from .tree import Node
 from .whiteout import OVERRIDE_STAT, is_internal_xattr
 
@@ -19,19 +19,11 @@ COPY_CHUNK = 1 << 30
 THREADED_COPY_MIN = 4 << 20
 
 
-def copy_xattrs(src: str, dst: str, *, records: bool = False) -> None:
-    """Copy the xattrs a user set (and ownership records) from src to dst; union-internal ones stay behind.
-    Privileged ones (`security.*`, `trusted.*`) go over as they show at src (privxattr.py): as records when
-    `records` (dst's writer may not set them), else under their own names."""
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
-        return
-    found = {
-        name: os.getxattr(src, name, follow_symlinks=False)
-        for name in names
-        if not is_internal_xattr(name) or name == OVERRIDE_STAT or recorded_name(name) is not None
-    }
+def put_xattrs(found: dict[str, bytes], dst: str, *, records: bool = False) -> None:
+    """Give dst the xattrs `found` on a source (layers.read_xattrs): those a user set and ownership records;
+    union-internal ones stay behind. Privileged ones (`security.*`, `trusted.*`) go over as they show at the
+    source (privxattr.py): as records when `records` (dst's writer may not set them), else under their own
+    names."""
     for name, value in shown_xattrs(found).items():
         if is_internal_xattr(name) and name != OVERRIDE_STAT:
             continue  # a record of union bookkeeping

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .layers import DIR_FLAGS, Path, proc_path
+from .layers import DIR_FLAGS, OpenDir, Path
 from .tree import Node, Tree
 
 if TYPE_CHECKING:
@@ -103,12 +103,8 @@ def build_tree(upper: Upper, plan: TreePlan) -> BuiltTree:
 
 @contextlib.contextmanager
 def _open_dir(tree: Tree, index: int, path: Path) -> Iterator[int]:
-    fd = os.dup(tree.layers[index].root_fd)
+    fd = tree.layers[index].open_dir(path)
     try:
-        for name in path:
-            child = os.open(name, DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
         yield fd
     finally:
         os.close(fd)
@@ -142,11 +138,11 @@ def _build_dir(
                     raise OSError(errno.EAGAIN, "a metadata-only file must be copied up before its directory")
                 os.link(child.name, child.name, src_dir_fd=sources[0], dst_dir_fd=fd, follow_symlinks=False)
             else:
-                upper.copy_nondir(child, fd, child.name, "full", src_dir=sources[child.layer])
+                upper.copy_nondir(child, fd, child.name, "full", src=OpenDir(sources[child.layer]))
                 aliases.append((os.stat(child.name, dir_fd=fd, follow_symlinks=False), child))
     finally:
         os.close(fd)
-    upper.set_meta(dst_dir, name, node.st, proc_path(above, node.name) if above is not None else None)
+    upper.set_meta(dst_dir, name, node.st, OpenDir(above).xattrs((node.name,)) if above is not None else None)
     aliases.append((os.stat(name, dir_fd=dst_dir, follow_symlinks=False), node))
 
 
@@ -154,6 +150,3 @@ def adopt(upper: Upper, built: BuiltTree) -> None:
     """Tell Upper.alias where the entries of a built tree now live (on the request loop)."""
     for st, node in built.aliases:
         upper.alias(st, node)
-
-
-# -- whiteouts and opaque markers -------------------------------------------------------------------------

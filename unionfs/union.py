@@ -66,23 +66,18 @@ class UnionFS(Renames):
             raise UnionError(errno.ENOENT)
         return node
 
-    def _dirfd(self, node: Node) -> int:
-        """A borrowed fd of the directory holding `node` in its layer."""
-        return self.tree.layers[node.layer].dirfd(node.path[:-1])
+    def _upper_dirfd(self, node: Node) -> int:
+        """A borrowed fd of the upper directory holding upper entry `node` (copied up by the caller)."""
+        return self._writer().layer.dirfd(node.path[:-1])
 
     def location(self, node: Node) -> str:
-        """A /proc path naming `node` in its layer (the final component is not followed by *at users). The
-        layer's root is named as `.` in it: calls that do not follow a final symlink would otherwise act on the
-        /proc link itself (ENOTSUP for its xattrs, which the kernel asks of the mount's root for its ACL)."""
-        layer = self.tree.layers[node.layer]
-        if not node.path:
-            return proc_path(layer.root_fd, ".")
-        return proc_path(layer.dirfd(node.path[:-1]), node.name)
+        """A /proc path naming upper entry `node` (see Layer.where), for the calls that change it."""
+        return self._writer().layer.where(node.path)
 
     def readlink(self, node: Node) -> str:
         if not stat.S_ISLNK(node.st.st_mode):
             raise UnionError(errno.EINVAL)
-        return os.readlink(node.name, dir_fd=self._dirfd(node))
+        return self.tree.layers[node.layer].readlink(node.path)
 
     def open(self, node: Node, flags: int) -> tuple[int, Node]:
         """Open a file: for writing, copy it up first. Returns the fd and the node as it now is."""
@@ -97,7 +92,7 @@ class UnionFS(Renames):
         if not writing:
             open_flags &= ~os.O_NOATIME
         data = self._data_node(node)
-        return os.open(data.name, open_flags, dir_fd=self._dirfd(data)), node
+        return self.tree.layers[data.layer].open_file(data.path, open_flags), node
 
     @changes
     def _truncating(self) -> None:
@@ -114,18 +109,18 @@ class UnionFS(Renames):
         """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""
         if node.layer != 0 or node.meta_only or self.upper is None:
             return None
-        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd(node))
+        return self.upper.layer.open_file(node.path, os.O_RDONLY)  # (an upper entry: layer 0)
 
     def getxattr(self, node: Node, name: str) -> bytes:
         if is_internal_xattr(name):
             raise UnionError(errno.ENODATA)
-        where = self.location(node)
+        layer = self.tree.layers[node.layer]
         if is_privileged(name):  # a record kept by an unprivileged writer (privxattr.py) wins over the disk's own
             try:
-                return os.getxattr(where, record_name(name), follow_symlinks=False)
+                return layer.getxattr(node.path, record_name(name))
             except OSError:
                 pass
-        return os.getxattr(where, name, follow_symlinks=False)
+        return layer.getxattr(node.path, name)
 
     def strips_on_write(self, node: Node) -> bool:
         """Whether `node` carries what a write strips: setuid, setgid with group execute, file capabilities."""
@@ -139,11 +134,11 @@ class UnionFS(Renames):
         return True
 
     def listxattr(self, node: Node) -> list[str]:
-        names = os.listxattr(self.location(node), follow_symlinks=False)
+        names = self.tree.layers[node.layer].listxattr(node.path)
         return [n for n in shown_names(names) if not is_internal_xattr(n)]
 
     def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(proc_path(self.tree.layers[0].root_fd))
+        return self.tree.layers[0].statvfs()
 
     def children(self, node: Node) -> list[Node]:
         if not node.is_dir:
@@ -333,7 +328,7 @@ class UnionFS(Renames):
         if node.is_dir:
             raise UnionError(errno.EPERM)
         node = self._copy_up(node)
-        src_fd = self._dirfd(node)
+        src_fd = self._upper_dirfd(node)
 
         def build(work: int, tmp: str) -> None:
             os.link(node.name, tmp, src_dir_fd=src_fd, dst_dir_fd=work, follow_symlinks=False)
@@ -434,7 +429,7 @@ class UnionFS(Renames):
         effective = replace_stat(
             st, uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid, mode=new_mode
         )
-        self._writer().set_owner_mode(self._dirfd(node), node.name, effective)
+        self._writer().set_owner_mode(self._upper_dirfd(node), node.name, effective)
         if mode is not None and not stat.S_ISLNK(st.st_mode):
             self._chmod_recorded_acl(self.location(node), new_mode)
 

@@ -16,8 +16,8 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from .datacopy import StagedCopy, copy_and_keep_times, copy_data, copy_xattrs, own
-from .layers import Layer, Path, lstat_at, proc_path, read_override
+from .datacopy import StagedCopy, copy_and_keep_times, copy_data, own, put_xattrs
+from .layers import EntryReader, Layer, Path, lstat_at, proc_path, read_override
 from .ownership import OverrideStat
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from .tree import Node, Tree
@@ -55,7 +55,9 @@ class Upper:
         privileged: bool = True,
     ) -> None:
         self.tree = tree
-        self.layer: Layer = tree.layers[0]
+        layer = tree.layers[0]
+        assert isinstance(layer, Layer) and layer.writable  # (the upper is a local directory)
+        self.layer = layer
         self.form = form
         self.opaque_xattr = opaque_xattr
         self.fsync = fsync
@@ -117,12 +119,12 @@ class Upper:
         if not self.privileged or read_override(dirfd, name or None) is not None:
             self.record_owner(dirfd, name, effective)
 
-    def set_meta(self, dirfd: int, name: str, st: os.stat_result, src: str | None) -> None:
-        """Give dirfd/name the owner, mode, xattrs and times of `st` (read from `src`)."""
-        if src is not None:
+    def set_meta(self, dirfd: int, name: str, st: os.stat_result, xattrs: dict[str, bytes] | None) -> None:
+        """Give dirfd/name the owner, mode and times of `st` and the `xattrs` of its source (read_xattrs)."""
+        if xattrs is not None:
             if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
                 own(proc_path(dirfd, name), st.st_uid, st.st_gid, follow_symlinks=False)
-            copy_xattrs(src, proc_path(dirfd, name), records=not self.privileged)
+            put_xattrs(xattrs, proc_path(dirfd, name), records=not self.privileged)
         self.set_owner_mode(dirfd, name, st)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 
@@ -144,11 +146,10 @@ class Upper:
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
-        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         tmp = self.tmpname()
         with self.staging(tmp):
             os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
-            self.set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
+            self.set_meta(self.work_fd, tmp, node.st, self.tree.layers[node.layer].xattrs(node.path))
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.tree.reshaped()
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
@@ -161,50 +162,53 @@ class Upper:
         dst_name: str,
         content: Content,
         filled: bool = False,
-        src_dir: int | None = None,
+        src: EntryReader | None = None,
     ) -> None:
         """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name; `filled`: a regular file
         already there with all its data). `content` says what of a regular file's data: all of it, none (it is
-        about to be truncated), or none yet (metacopy). `src_dir`: an fd of the directory holding `node` in its
-        layer, where the caller has one of its own."""
-        if src_dir is None:
-            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        about to be truncated), or none yet (metacopy). `src`: the directory holding `node` in its layer,
+        where the caller has one of its own (OpenDir); else its layer."""
+        path: Path = node.path
+        if src is None:
+            src = self.tree.layers[node.layer]
+        else:
+            path = (node.name,)
         st = node.st
         if stat.S_ISREG(st.st_mode):
             if not filled:
-                self._copy_regular(node, src_dir, dst_dir, dst_name, content)
+                self._copy_regular(node, src, path, dst_dir, dst_name, content)
         elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(node.name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+            os.symlink(src.readlink(path), dst_name, dir_fd=dst_dir)
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             self.make_device(dst_dir, dst_name, st.st_mode, st.st_rdev)
         else:
             os.mknod(dst_name, st.st_mode, st.st_rdev, dir_fd=dst_dir)
-        self.set_meta(dst_dir, dst_name, st, proc_path(src_dir, node.name))
+        self.set_meta(dst_dir, dst_name, st, src.xattrs(path))
         if content == "meta" and stat.S_ISREG(st.st_mode):
             os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
 
-    def open_data(self, node: Node, src_dir: int | None = None) -> int:
-        """A read-only fd of regular file `node` in its layer (`src_dir`: the caller's fd of its directory)."""
-        if src_dir is None:
-            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
-        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+    def open_data(self, node: Node) -> int:
+        """A read-only fd of regular file `node` in its layer."""
+        return self.tree.layers[node.layer].open_file(node.path)
 
     def source_below(self, node: Node) -> Node | None:
         """The file below an upper file `node` in the merged view: where a metadata-only copy-up's data lies."""
         parent = self.tree.resolve(node.path[:-1])
         return self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
 
-    def _copy_regular(self, node: Node, src_dir: int, dst_dir: int, dst_name: str, content: Content) -> None:
+    def _copy_regular(
+        self, node: Node, src: EntryReader, path: Path, dst_dir: int, dst_name: str, content: Content
+    ) -> None:
         fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
         try:
             if content == "meta":
                 os.ftruncate(fd, node.st.st_size)
             elif content == "full":
-                src = self.open_data(node, src_dir)
+                data = src.open_file(path)
                 try:
-                    copy_data(src, fd)
+                    copy_data(data, fd)
                 finally:
-                    os.close(src)
+                    os.close(data)
             self._sync(fd)
         finally:
             os.close(fd)
