@@ -73,14 +73,15 @@ class NodeCache(Generic[E]):
         self._written.clear()
         self._listings.clear()
 
-    def node(self, nodeid: int, resolve: Callable[[], Node], *, attrs: bool = True) -> Node:
-        """The entry `nodeid`, resolved again only after the upper changed. Writing a file's data leaves its
-        place in the tree as it was: with attrs=False, a node cached before the writes will do (its size and
-        times may be stale), for requests that need only where the entry is."""
-        self._current()
+    def node(self, nodeid: int, resolve: Callable[[int], Node], attrs: bool = True) -> Node:
+        """The entry `nodeid`, resolved (by `resolve(nodeid)`) again only after the upper changed. Writing a
+        file's data leaves its place in the tree as it was: with attrs=False, a node cached before the writes
+        will do (its size and times may be stale), for requests that need only where the entry is."""
+        if self._generation != self.source.generation:
+            self._current()
         node = self._nodes.get(nodeid)
         if node is None or (attrs and nodeid in self._written):
-            node = resolve()
+            node = resolve(nodeid)
             if len(self._nodes) >= self.max_nodes:
                 self._nodes.clear()
                 self._written.clear()

@@ -31,7 +31,7 @@ class Handles(Generic[L]):
         self.files: dict[int, FileHandle] = {}
         self.dirs: dict[int, tuple[int, Node, L]] = {}
         self._next = 1
-        self._copied: set[int] = set()
+        self.copied_up: set[int] = set()  # files copied up whose reading handles have yet to follow them
 
     def _number(self) -> int:
         self._next += 1
@@ -56,14 +56,14 @@ class Handles(Generic[L]):
 
     def copied(self, nodeid: int) -> None:
         """File `nodeid` was copied up: handles reading its lower file are to follow it (follow_copy_ups)."""
-        self._copied.add(nodeid)
+        self.copied_up.add(nodeid)
 
     def follow_copy_ups(self, reopen: Callable[[int], int | None]) -> None:
         """Point read-only fds of files just copied up at their upper copies: `reopen(nodeid)` opens one, or
         gives None (or fails) where there is none."""
-        if not self._copied:
+        if not self.copied_up:
             return
-        copied, self._copied = self._copied, set()
+        copied, self.copied_up = self.copied_up, set()
         for handle in self.files.values():
             if handle.lower and handle.nodeid in copied:
                 try:
@@ -84,7 +84,7 @@ def kernel_at_least(major: int, minor: int) -> bool:
 DIRECT_WRITES = kernel_at_least(6, 6)
 
 
-def direct_write(flags: int, strips_on_write: bool) -> bool:
+def direct_write(flags: int) -> bool:
     """Whether a handle opened with `flags` writes straight to the daemon (direct I/O). Every change to a file's
     data passes through the kernel, which keeps its page cache up to date: the cache can outlive the open for
     upper files as well as lower ones (keep_cache).
@@ -93,6 +93,7 @@ def direct_write(flags: int, strips_on_write: bool) -> bool:
     more into the mount's cache, for a handle that can neither read nor map it. Linux 6.6 and later drop the
     range's cached pages before such a write, so other handles never read stale data; older kernels do not, and
     there every handle writes through the page cache. So does a handle on a file whose privileges a write must
-    strip (`strips_on_write`): the kernel strips them only on the page-cache path, and on the direct one leaves
-    it to the daemon without libfuse saying when."""
-    return DIRECT_WRITES and flags & os.O_ACCMODE == os.O_WRONLY and not strips_on_write
+    strip (UnionFS.strips_on_write, for the caller to ask only where this says yes: it costs a getxattr): the
+    kernel strips them only on the page-cache path, and on the direct one leaves it to the daemon without
+    libfuse saying when."""
+    return DIRECT_WRITES and flags & os.O_ACCMODE == os.O_WRONLY

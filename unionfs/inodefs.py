@@ -62,14 +62,18 @@ class InodeFS(Generic[L]):
 
     def follow_copy_ups(self) -> None:
         """Handles reading a lower file just copied up now read its upper copy."""
-        self.handles.follow_copy_ups(self._reopen)
+        if self.handles.copied_up:
+            self.handles.follow_copy_ups(self._reopen)
 
     def _reopen(self, nodeid: int) -> int | None:
         return self.fs.reopen_from_upper(self.fs.resolve(self.inodes.path(nodeid)))
 
     def node(self, nodeid: int, *, attrs: bool = True) -> Node:
         """The entry the kernel knows as `nodeid` (see NodeCache.node)."""
-        return self.cache.node(nodeid, lambda: self.fs.resolve(self.inodes.path(nodeid)), attrs=attrs)
+        return self.cache.node(nodeid, self._resolve, attrs)
+
+    def _resolve(self, nodeid: int) -> Node:
+        return self.fs.resolve(self.inodes.path(nodeid))
 
     def parent_and_name(self, parent: int, name: str) -> tuple[Node, str]:
         """A request's parent directory (kept across changes that do not reshape the tree) and its name."""

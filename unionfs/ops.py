@@ -131,7 +131,8 @@ class UnionOperations(pyfuse3.Operations):
 
     def _file_info(self, fh: int, flags: int, node: Node) -> pyfuse3.FileInfo:
         """Data cached across opens (keep_cache); direct I/O for write-only handles where safe (handles.py)."""
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=direct_write(flags, self.fs.strips_on_write(node)))
+        direct = direct_write(flags) and not self.fs.strips_on_write(node)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=direct)
 
     # -- reading -----------------------------------------------------------------------------------------------
 

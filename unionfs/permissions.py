@@ -78,7 +78,7 @@ class Checker:
 
     def require(self, ctx: Context | None, node: Node, mask: int) -> None:
         """EACCES unless `ctx` may do `mask` to `node` (for a foreign caller; anyone else passes)."""
-        if ctx is None or not self.foreign(ctx):
+        if not self.active or ctx is None or ctx.uid in (self.owner_uid, 0):  # (foreign(), inline: every request)
             return
         uid = self.ids.store_uid(ctx.uid)
         gids = {self.ids.store_gid(g) for g in (ctx.gid, *self.groups(ctx.pid))}
