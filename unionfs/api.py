@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO
 
 from .config import mounted_points, split_escaped, split_escaped_keep, unescape
 from .errorlog import read_records
@@ -86,19 +86,20 @@ class UnionMount:
         self.owned = owned
         self.enter = list(enter)
         self.pid: int | None = None
-        self._records: str | None = None  # a directory the daemon records its EIO answers in (io_errors)
+        self._records: IO[bytes] | None = None  # an unnamed file the daemon records its EIO answers in
         self._errors: list[str] = []
 
     def mount(self) -> UnionMount:
         with tempfile.TemporaryDirectory(prefix="unionfs-") as tmp:
             pidfile = os.path.join(tmp, "pid")
             command = [sys.executable, "-m", "unionfs", "mount", "-o", self.options, "--pidfile", pidfile]
-            self._records = tempfile.mkdtemp(prefix="unionfs-errors-")
-            command += ["--error-file", os.path.join(self._records, "errors")]
-            fds: tuple[int, ...] = ()
+            # (unnamed: it goes when the last process holding it does, whatever becomes of this one)
+            self._records = tempfile.TemporaryFile()
+            command += ["--error-fd", str(self._records.fileno())]
+            fds: tuple[int, ...] = (self._records.fileno(),)
             if self.owned:
-                fds = (owner_fd(),)
-                command += ["--owner-fd", str(fds[0])]
+                fds += (owner_fd(),)
+                command += ["--owner-fd", str(fds[-1])]
             done = subprocess.run(
                 [*self.enter, *command, self.mountpoint],
                 capture_output=True,
@@ -138,14 +139,14 @@ class UnionMount:
         written through the mount (a build committing a layer) should not trust it. Still readable after
         unmount."""
         if self._records is not None:
-            self._errors = read_records(os.path.join(self._records, "errors"))
+            self._errors = read_records(self._records.fileno())
         return list(self._errors)
 
     def _drop_records(self) -> None:
-        """Keep what the daemon recorded (io_errors) and remove its directory."""
+        """Keep what the daemon recorded (io_errors) and close the file."""
         if self._records is not None:
             self.io_errors()
-            shutil.rmtree(self._records, ignore_errors=True)
+            self._records.close()
             self._records = None
 
     def _unmount_inside(self) -> None:
@@ -260,7 +261,10 @@ def _parse_daemon(pid: int, argv: list[str], cwd: str) -> Daemon | None:
     work: str | None = None
     owner: int | None = None
     serving = False
-    valued = ("-o", "--lower", "--upper", "--work", "--owner-fd", "--log", "--pidfile", "--ready-fd", "--error-file")
+    valued = (
+        *("-o", "--lower", "--upper", "--work", "--owner-fd", "--log", "--pidfile", "--ready-fd"),
+        *("--error-file", "--error-fd"),
+    )
     i = 0
     while i < len(rest) - 1:
         arg = rest[i]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .config import MountConfig, apply_options, mounted_points, validate
+from .errorlog import IoErrors
 from .errors import USAGE_STATUS, UnionfsError
 from .unmount import unmount
 
@@ -84,6 +85,7 @@ def mount_parser(prog: str) -> argparse.ArgumentParser:
         metavar="FILE",
         help="append a line here for every request the daemon answered EIO because of a bug of its own",
     )
+    parser.add_argument("--error-fd", type=int, metavar="N", help="as --error-file, to an open file descriptor")
     parser.add_argument(
         "--owner-fd",
         type=int,
@@ -135,7 +137,7 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
             args.ready_fd = None
 
     try:
-        serve(config, ready, args.owner_fd, args.error_file)
+        serve(config, ready, args.owner_fd, IoErrors(args.error_file, args.error_fd))
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount on '{config.mountpoint}': {exc}"
         if args.ready_fd is not None:
@@ -149,7 +151,7 @@ def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL
     child = subprocess.Popen(
         [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
-        pass_fds=(write_end,) if args.owner_fd is None else (write_end, args.owner_fd),
+        pass_fds=tuple(fd for fd in (write_end, args.owner_fd, args.error_fd) if fd is not None),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -181,6 +183,13 @@ def owner_fd_problem(fd: int) -> str | None:
     return None
 
 
+def fd_writable(fd: int) -> bool:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        return False
+
+
 def cmd_mount(argv: Sequence[str], prog: str) -> None:
     args = mount_parser(prog).parse_args(argv)
     config = config_from(args)  # (a ConfigError ends in main, with its status)
@@ -188,6 +197,8 @@ def cmd_mount(argv: Sequence[str], prog: str) -> None:
         problem = owner_fd_problem(args.owner_fd)
         if problem is not None:
             die(problem)
+    if args.error_fd is not None and not fd_writable(args.error_fd):
+        die(f"--error-fd {args.error_fd}: not a file descriptor open for writing")
     if args.foreground or args.debug or args.ready_fd is not None:
         run_daemon(args, config)
     else:

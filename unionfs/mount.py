@@ -83,14 +83,14 @@ async def _serve(owner_fd: int | None) -> None:
 
 
 def serve(
-    config: MountConfig, ready: Callable[[], None], owner_fd: int | None = None, error_file: str | None = None
+    config: MountConfig, ready: Callable[[], None], owner_fd: int | None = None, io_errors: IoErrors | None = None
 ) -> None:
     """Mount, call `ready` once the mount exists, serve until unmounted, signalled or (with `owner_fd`) left by
-    the owner, then clean up. Requests answered EIO because of a bug are recorded in `error_file` (errorlog.py)."""
+    the owner, then clean up. Requests answered EIO because of a bug are recorded by `io_errors` (errorlog.py)."""
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
     check_others = config.allow_other and not privileged
-    ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others, IoErrors(error_file))
+    ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others, io_errors)
     # Privileged, the kernel checks permissions (default_permissions): FUSE_POSIX_ACL has it honour ACL entries
     # too, reading each inode's ACL once. Unprivileged it must not: it would turn default_permissions on.
     ops.enable_acl = privileged
