@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from .api import Daemon, MountError, UnionMount, daemons, exited, mounted, owner_gone, processes, reap
 from .config import mounted_points
-from .errors import ConfigError
-from .idmap import IdMapError
+from .errors import UnionfsError
 from .layers import Layer
-from .ownership import OverrideError, OverrideStat
+from .ownership import OverrideStat
 from .ownership import parse as parse_override
 from .privxattr import CAPABILITY, image_capability, is_privileged, record_name, shown_xattrs
 from .tree import Node, Tree
@@ -35,7 +34,7 @@ from .whiteout import (
 )
 
 #: The errors unionfs raises for a user to act on, each a one-line message: what a caller's CLI catches.
-ERRORS: tuple[type[Exception], ...] = (ConfigError, IdMapError, MountError, OverrideError, UnmountError)
+ERRORS: tuple[type[Exception], ...] = (UnionfsError,)  # the one root: ConfigError, MountError, UnmountError, ...
 
 __all__ = [
     "CAPABILITY",

@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO
 
 from .config import mounted_points, split_escaped, split_escaped_keep, unescape
-from .unmount import UnmountError, unmount
-
-
-class MountError(Exception):
-    """The mount or unmount failed; the message is the CLI's one-line explanation."""
+from .errorlog import read_records
+from .errors import MountError as MountError  # (re-exported: callers import it from here)
+from .errors import UnmountError
+from .unmount import unmount
 
 
 def _escape(path: str) -> str:
@@ -86,15 +86,20 @@ class UnionMount:
         self.owned = owned
         self.enter = list(enter)
         self.pid: int | None = None
+        self._records: IO[bytes] | None = None  # an unnamed file the daemon records its EIO answers in
+        self._errors: list[str] = []
 
     def mount(self) -> UnionMount:
         with tempfile.TemporaryDirectory(prefix="unionfs-") as tmp:
             pidfile = os.path.join(tmp, "pid")
             command = [sys.executable, "-m", "unionfs", "mount", "-o", self.options, "--pidfile", pidfile]
-            fds: tuple[int, ...] = ()
+            # (unnamed: it goes when the last process holding it does, whatever becomes of this one)
+            self._records = tempfile.TemporaryFile()
+            command += ["--error-fd", str(self._records.fileno())]
+            fds: tuple[int, ...] = (self._records.fileno(),)
             if self.owned:
-                fds = (owner_fd(),)
-                command += ["--owner-fd", str(fds[0])]
+                fds += (owner_fd(),)
+                command += ["--owner-fd", str(fds[-1])]
             done = subprocess.run(
                 [*self.enter, *command, self.mountpoint],
                 capture_output=True,
@@ -103,6 +108,7 @@ class UnionMount:
                 pass_fds=fds,
             )
             if done.returncode != 0:
+                self._drop_records()
                 raise MountError(done.stderr.strip().removeprefix("unionfs: error: "))
             with open(pidfile, encoding="utf-8") as f:
                 self.pid = int(f.read())
@@ -113,15 +119,35 @@ class UnionMount:
         mount nor the daemon is left: when the unmount fails, the daemon is killed and its dead mount detached,
         and MountError says why the unmount failed."""
         try:
-            if self.enter:
-                self._unmount_inside()
-            elif self.mountpoint in mounted_points():
-                unmount(self.mountpoint)
-        except UnmountError as exc:
-            self._remove_by_force(str(exc))
-        if self.pid is not None:
-            reap(self.pid, timeout)
-            self.pid = None
+            try:
+                if self.enter:
+                    self._unmount_inside()
+                elif self.mountpoint in mounted_points():
+                    unmount(self.mountpoint)
+            except UnmountError as exc:
+                self._remove_by_force(str(exc))
+            if self.pid is not None:
+                reap(self.pid, timeout)
+                self.pid = None
+        finally:
+            self._drop_records()
+
+    def io_errors(self) -> list[str]:
+        """The requests this mount's daemon answered EIO because of a bug of its own (an unexpected exception in
+        a handler), one line each: when, which request, what went wrong. Empty while none has. What a process
+        saw as EIO is not the filesystem's answer to its request but a failure, so a caller that keeps what was
+        written through the mount (a build committing a layer) should not trust it. Still readable after
+        unmount."""
+        if self._records is not None:
+            self._errors = read_records(self._records.fileno())
+        return list(self._errors)
+
+    def _drop_records(self) -> None:
+        """Keep what the daemon recorded (io_errors) and close the file."""
+        if self._records is not None:
+            self.io_errors()
+            self._records.close()
+            self._records = None
 
     def _unmount_inside(self) -> None:
         if self.pid is not None and exited(self.pid):
@@ -235,7 +261,10 @@ def _parse_daemon(pid: int, argv: list[str], cwd: str) -> Daemon | None:
     work: str | None = None
     owner: int | None = None
     serving = False
-    valued = ("-o", "--lower", "--upper", "--work", "--owner-fd", "--log", "--pidfile", "--ready-fd")
+    valued = (
+        *("-o", "--lower", "--upper", "--work", "--owner-fd", "--log", "--pidfile", "--ready-fd"),
+        *("--error-file", "--error-fd"),
+    )
     i = 0
     while i < len(rest) - 1:
         arg = rest[i]

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .config import MountConfig, apply_options, mounted_points, validate
-from .errors import ConfigError
-from .unmount import UnmountError, unmount
+from .errorlog import IoErrors
+from .errors import USAGE_STATUS, UnionfsError
+from .unmount import unmount
 
-USAGE_ERROR = 2
+USAGE_ERROR = USAGE_STATUS
 
 MOUNT_HELP = """\
 options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take them):
@@ -46,8 +47,10 @@ def die(message: str, status: int = USAGE_ERROR) -> None:
     sys.exit(status)
 
 
-class UsageError(Exception):
+class UsageError(UnionfsError):
     """A command line argparse refused: one line, with the --help that shows the right usage."""
+
+    exit_status = USAGE_STATUS
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,6 +81,12 @@ def mount_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("-d", "--debug", action="store_true", help="log every operation (implies -f)")
     parser.add_argument("--log", metavar="FILE", help="where a background daemon logs (default: nowhere)")
     parser.add_argument("--pidfile", metavar="FILE", help="write the daemon's pid here")
+    parser.add_argument(
+        "--error-file",
+        metavar="FILE",
+        help="append a line here for every request the daemon answered EIO because of a bug of its own",
+    )
+    parser.add_argument("--error-fd", type=int, metavar="N", help="as --error-file, to an open file descriptor")
     parser.add_argument(
         "--owner-fd",
         type=int,
@@ -129,7 +138,7 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
             args.ready_fd = None
 
     try:
-        serve(config, ready, args.owner_fd)
+        serve(config, ready, args.owner_fd, IoErrors(args.error_file, args.error_fd))
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount on '{config.mountpoint}': {exc}"
         if args.ready_fd is not None:
@@ -143,7 +152,7 @@ def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     log = open(args.log, "ab") if args.log else subprocess.DEVNULL
     child = subprocess.Popen(
         [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
-        pass_fds=(write_end,) if args.owner_fd is None else (write_end, args.owner_fd),
+        pass_fds=tuple(fd for fd in (write_end, args.owner_fd, args.error_fd) if fd is not None),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -175,16 +184,22 @@ def owner_fd_problem(fd: int) -> str | None:
     return None
 
 
+def fd_writable(fd: int) -> bool:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        return False
+
+
 def cmd_mount(argv: Sequence[str], prog: str) -> None:
     args = mount_parser(prog).parse_args(argv)
-    try:
-        config = config_from(args)
-    except ConfigError as exc:
-        die(str(exc))
+    config = config_from(args)  # (a ConfigError ends in main, with its status)
     if args.owner_fd is not None:
         problem = owner_fd_problem(args.owner_fd)
         if problem is not None:
             die(problem)
+    if args.error_fd is not None and not fd_writable(args.error_fd):
+        die(f"--error-fd {args.error_fd}: not a file descriptor open for writing")
     if args.foreground or args.debug or args.ready_fd is not None:
         run_daemon(args, config)
     else:
@@ -196,10 +211,7 @@ def cmd_umount(argv: Sequence[str]) -> None:
     point = os.path.realpath(args.mountpoint)
     if point not in mounted_points():
         die(f"'{args.mountpoint}' is not mounted: nothing to do")
-    try:
-        unmount(point)
-    except UnmountError as exc:
-        die(str(exc), 1)
+    unmount(point)  # (an UnmountError ends in main, with its status)
 
 
 def cmd_stress(argv: Sequence[str]) -> None:
@@ -247,5 +259,5 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(0)
         else:
             die("no command: use mount, umount or stress (see 'unionfs --help')")
-    except UsageError as exc:
-        die(str(exc))
+    except UnionfsError as exc:  # the package's one error root: one line and its exit status, no traceback
+        die(str(exc), exc.exit_status)

@@ -12,9 +12,9 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from .copyup import WORK_SUBDIR
 from .errors import ConfigError
 from .idmap import IdMap, IdMapError, Mapping
+from .workdir import WORK_SUBDIR
 
 #: Options containers/storage, mount(8) or fuse-overlayfs callers pass that change nothing here.
 IGNORED_OPTIONS = frozenset(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import UnionfsError
+
 OVERFLOW_ID = 65534
 
 
-class IdMapError(ValueError):
+class IdMapError(UnionfsError, ValueError):
     """A malformed mapping option."""
 
 

@@ -132,6 +132,23 @@ class InodeTable:
         self._forget_other(entry, parent, name)
         self._reparent(entry, parent, name)
 
+    def renamed(
+        self, src_id: int, old: tuple[int, str], dst: Node | None, dst_id: int, new: tuple[int, str], exchange: bool
+    ) -> None:
+        """Entry `src_id` moved from `old` (parent, name) to `new`, replacing `dst` (numbered `dst_id`) there, or
+        swapping names with it (`exchange`)."""
+        if exchange:
+            if dst_id != src_id:  # (dst exists: the exchange needed it)
+                self.moved(dst_id, *old, new)
+            self.moved(src_id, *new, old)
+            return
+        if dst is not None and dst_id != src_id:
+            if dst.is_dir or dst.st.st_nlink <= 1:
+                self.unlinked(dst_id)
+            else:
+                self.name_gone(dst_id, *new)
+        self.moved(src_id, *new, old)
+
     def name_gone(self, nodeid: int, parent: int, name: str) -> None:
         """One name of a file with other names was removed: keep the number reachable by another."""
         entry = self._by_id.get(nodeid)

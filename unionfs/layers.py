@@ -4,6 +4,11 @@ A symlink inside a layer is data, never a path to follow: `etc -> /etc` in an im
 into the host's /etc. Directory fds are cached (bounded, LRU) and lent to callers, who may use them until the
 request ends and never close them; the cache is flushed when the upper's directory tree is reshaped (rmdir,
 rename). Fds leaving the cache are closed only by `end_request`, so a lent fd never dies under its borrower.
+
+Layer is the facade every read of a layer goes through (as fuse-overlayfs's data_source): entries are named by
+their path in the layer, and the walk is here alone. LayerSource is the part lower layers need, which another
+kind of layer (a fake one in tests; a remote one fetched lazily) can implement; the upper is a Layer too, whose
+writer (upper.py) works on the directory fds it lends.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import errno
 import os
 import stat
 from collections import OrderedDict
+from typing import Protocol
 
 from .ownership import OverrideError, OverrideStat
 from .ownership import parse as parse_override
+from .privxattr import recorded_name
 from .whiteout import (
     OPAQUE_MARKER,
     OPAQUE_XATTRS,
@@ -22,6 +29,7 @@ from .whiteout import (
     TRUSTED_METACOPY,
     USER_METACOPY,
     is_chardev_whiteout,
+    is_internal_xattr,
     whited_out_target,
 )
 
@@ -92,6 +100,11 @@ class LiveDirView(DirView):
         return read_view(self.fd).names()
 
 
+def proc_path(dirfd: int, name: str | None = None) -> str:
+    """A path naming `name` inside an open directory without walking the layer from its root again."""
+    return f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+
+
 def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
     try:
         return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -105,7 +118,7 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
 
 def read_override(dirfd: int, name: str | None) -> OverrideStat | None:
     """The ownership record of dirfd/name (of dirfd itself when name is None), if it has a valid one."""
-    where = f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
+    where = proc_path(dirfd, name)
     try:
         return parse_override(os.getxattr(where, OVERRIDE_STAT, follow_symlinks=False))
     except (OSError, OverrideError):
@@ -127,7 +140,7 @@ def is_metacopy(dirfd: int, name: str, st: os.stat_result) -> bool:
         return False
     for attr in (TRUSTED_METACOPY, USER_METACOPY):
         try:
-            os.getxattr(f"/proc/self/fd/{dirfd}/{name}", attr, follow_symlinks=False)
+            os.getxattr(proc_path(dirfd, name), attr, follow_symlinks=False)
             return True
         except OSError:
             pass
@@ -168,6 +181,64 @@ def read_view(dirfd: int) -> DirView:
     return DirView(entries, whiteouts, opaque or is_opaque(dirfd))
 
 
+def read_xattrs(where: str | int) -> dict[str, bytes]:
+    """The xattrs of `where` (a path not followed, or an fd) a copy takes along: those a user set, ownership
+    records and records of privileged xattrs; union bookkeeping stays behind."""
+    try:
+        names = os.listxattr(where, follow_symlinks=False)
+    except OSError:
+        return {}
+    return {
+        name: os.getxattr(where, name, follow_symlinks=False)
+        for name in names
+        if not is_internal_xattr(name) or name == OVERRIDE_STAT or recorded_name(name) is not None
+    }
+
+
+class EntryReader(Protocol):
+    """What a copy reads of an entry, named by its path: a link's target, a file's data, its xattrs."""
+
+    def readlink(self, path: Path) -> str: ...
+    def open_file(self, path: Path, flags: int = os.O_RDONLY) -> int: ...
+    def xattrs(self, path: Path) -> dict[str, bytes]: ...
+
+
+class LayerSource(EntryReader, Protocol):
+    """What the union reads of a layer: directories as views, entries by their path in the layer. Lower layers
+    need no more; a layer that is not a local directory (a remote one fetched lazily) implements this."""
+
+    index: int
+    writable: bool
+
+    def view(self, path: Path) -> DirView | None: ...
+    def root_stat(self) -> os.stat_result: ...
+    def getxattr(self, path: Path, name: str) -> bytes: ...
+    def listxattr(self, path: Path) -> list[str]: ...
+    def is_metacopy(self, path: Path, st: os.stat_result) -> bool: ...
+    def statvfs(self) -> os.statvfs_result: ...
+    def hard_links(self, ino: int) -> list[Path]: ...
+    def open_dir(self, path: Path) -> int: ...
+    def end_request(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class OpenDir:
+    """A directory fd a caller opened itself (a worker thread does not borrow the loop's), read as a layer is:
+    entries named by a path of one name."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def readlink(self, path: Path) -> str:
+        return os.readlink(path[-1], dir_fd=self.fd)
+
+    def open_file(self, path: Path, flags: int = os.O_RDONLY) -> int:
+        return os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+
+    def xattrs(self, path: Path) -> dict[str, bytes]:
+        return read_xattrs(proc_path(self.fd, path[-1]))
+
+
 class Layer:
     """One directory of the union. Index 0 is the top; the upper, when there is one, is index 0."""
 
@@ -197,6 +268,61 @@ class Layer:
         if len(self._fds) > self.fd_cache:
             self._retired.append(self._fds.popitem(last=False)[1])
         return fd
+
+    def open_dir(self, path: Path) -> int:
+        """A new fd of directory `path`, the caller's to close (for a worker thread: the cache is the loop's)."""
+        fd = os.dup(self.root_fd)
+        try:
+            for name in path:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def where(self, path: Path) -> str:
+        """A /proc path naming entry `path` (its final component is not followed by callers that do not follow).
+        The layer's root is named as `.` in it: calls that do not follow a final symlink would otherwise act on
+        the /proc link itself (ENOTSUP for its xattrs, which the kernel asks of the mount's root for its ACL)."""
+        if not path:
+            return proc_path(self.root_fd, ".")
+        return proc_path(self.dirfd(path[:-1]), path[-1])
+
+    def lstat(self, path: Path) -> os.stat_result | None:
+        """Entry `path`'s own lstat, or None when there is none."""
+        if not path:
+            return os.fstat(self.root_fd)
+        return lstat_at(self.dirfd(path[:-1]), path[-1])
+
+    def root_stat(self) -> os.stat_result:
+        """What the root shows: its stat with any ownership record applied."""
+        return effective_stat(self.root_fd, None, os.fstat(self.root_fd))
+
+    def readlink(self, path: Path) -> str:
+        return os.readlink(path[-1], dir_fd=self.dirfd(path[:-1]))
+
+    def open_file(self, path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+        """An fd of entry `path` (never through a symlink), opened with `flags`."""
+        return os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.dirfd(path[:-1]))
+
+    def getxattr(self, path: Path, name: str) -> bytes:
+        return os.getxattr(self.where(path), name, follow_symlinks=False)
+
+    def listxattr(self, path: Path) -> list[str]:
+        return os.listxattr(self.where(path), follow_symlinks=False)
+
+    def xattrs(self, path: Path) -> dict[str, bytes]:
+        """The xattrs of `path` a copy of it takes along (read_xattrs)."""
+        return read_xattrs(self.where(path))
+
+    def is_metacopy(self, path: Path, st: os.stat_result) -> bool:
+        """Whether entry `path`, whose lstat is `st`, is a metadata-only copy-up."""
+        return is_metacopy(self.dirfd(path[:-1]), path[-1], st)
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(proc_path(self.root_fd))
 
     def view(self, path: Path) -> DirView | None:
         """The directory `path` as this layer has it, or None when it has no directory there."""

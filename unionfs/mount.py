@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import shutil
 import signal
 from collections.abc import Callable
 
@@ -13,88 +11,13 @@ import pyfuse3
 import trio
 
 from .config import MountConfig
-from .copyup import WORK_SUBDIR, Upper, can_chown, chardev_whiteouts_allowed, opaque_xattr_for
-from .layers import FD_CACHE_SIZE, Layer, effective_stat, read_override
+from .errorlog import IoErrors
+from .errors import UnmountError
+from .filesystem import build
 from .ops import UnionOperations
-from .tree import Tree
-from .union import UnionFS
-from .unmount import UnmountError, top_mount, unmount
-from .whiteout import WhiteoutForm
+from .unmount import top_mount, unmount
 
 log = logging.getLogger("unionfs")
-
-
-def prepare_work(work: str) -> None:
-    """Our staging area inside the work dir, emptied of whatever a crash left behind."""
-    ours = os.path.join(work, WORK_SUBDIR)
-    if os.path.isdir(ours):
-        shutil.rmtree(ours)
-    os.mkdir(ours, 0o700)
-
-
-def raise_fd_limit() -> int:
-    """Directory fds are cached and a big copy-up opens many: take the hard limit, as fuse-overlayfs does.
-    Returns the limit we now have."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
-
-
-def fd_cache_size(limit: int, layers: int) -> int:
-    """Per-layer directory fd cache: at most a third of the fd limit in all, so open files always have room."""
-    return max(4, min(FD_CACHE_SIZE, limit // (3 * max(layers, 1))))
-
-
-def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
-    """Open every layer and the work dir; returns the filesystem and a function that closes it all."""
-    cache = fd_cache_size(raise_fd_limit(), len(config.lowers) + 1)
-    old_umask = os.umask(0)  # modes are set explicitly; the caller's umask was applied by the kernel
-    layers: list[Layer] = []
-    upper: Upper | None = None
-    try:
-        if config.upper and config.work:
-            layers.append(Layer(config.upper, 0, writable=True, fd_cache=cache))
-        for path in config.lowers:
-            layers.append(Layer(path, len(layers), writable=False, fd_cache=cache))
-        tree = Tree(layers)
-        if config.upper and config.work:
-            prepare_work(config.work)
-            work_fd = os.open(os.path.join(config.work, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if config.whiteout == "auto":
-                    form = WhiteoutForm.CHARDEV if chardev_whiteouts_allowed(work_fd) else WhiteoutForm.FILE
-                else:
-                    form = WhiteoutForm(config.whiteout)
-                opaque = opaque_xattr_for(work_fd)
-                privileged = can_chown(work_fd)
-            finally:
-                os.close(work_fd)
-            upper = Upper(tree, config.work, form, opaque, config.fsync, config.metacopy, privileged)
-            if not privileged:
-                mark_recorded_layer(upper)
-    except BaseException:
-        for layer in layers:
-            layer.close()
-        os.umask(old_umask)
-        raise
-
-    def close() -> None:
-        if upper is not None:
-            upper.close()
-        for layer in layers:
-            layer.close()
-
-    return UnionFS(tree, upper), close
-
-
-def mark_recorded_layer(upper: Upper) -> None:
-    """Give the upper's root an ownership record, as containers/storage marks its rootless layers: other
-    readers (fuse-overlayfs) honour a layer's records only when its root carries one."""
-    root_fd = upper.layer.root_fd
-    if read_override(root_fd, None) is None:
-        upper.record_owner(root_fd, "", effective_stat(root_fd, None, os.fstat(root_fd)))
 
 
 def fuse_options(config: MountConfig, privileged: bool) -> set[str]:
@@ -159,12 +82,15 @@ async def _serve(owner_fd: int | None) -> None:
         nursery.cancel_scope.cancel()
 
 
-def serve(config: MountConfig, ready: Callable[[], None], owner_fd: int | None = None) -> None:
+def serve(
+    config: MountConfig, ready: Callable[[], None], owner_fd: int | None = None, io_errors: IoErrors | None = None
+) -> None:
     """Mount, call `ready` once the mount exists, serve until unmounted, signalled or (with `owner_fd`) left by
-    the owner, then clean up."""
+    the owner, then clean up. Requests answered EIO because of a bug are recorded by `io_errors` (errorlog.py)."""
     fs, close = build(config)
     privileged = fs.upper.privileged if fs.upper is not None else os.geteuid() == 0
-    ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others=config.allow_other and not privileged)
+    check_others = config.allow_other and not privileged
+    ops = UnionOperations(fs, cache_timeout(config), config.ids, check_others, io_errors)
     # Privileged, the kernel checks permissions (default_permissions): FUSE_POSIX_ACL has it honour ACL entries
     # too, reading each inode's ACL once. Unprivileged it must not: it would turn default_permissions on.
     ops.enable_acl = privileged

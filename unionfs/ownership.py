@@ -12,6 +12,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from .errors import UnionfsError
+
 TYPE_NAMES = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "dir",
@@ -22,7 +24,7 @@ TYPE_NAMES = {
 NAMED_TYPES = {name: kind for kind, name in TYPE_NAMES.items()}
 
 
-class OverrideError(ValueError):
+class OverrideError(UnionfsError, ValueError):
     """A malformed override_stat value."""
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .layers import DirView, Layer, Path, effective_stat, is_metacopy
+from .layers import DirView, LayerSource, Path
 from .whiteout import is_whiteout_name
 
 DIR_CACHE = 16384
@@ -39,7 +40,7 @@ class Node:
 class Tree:
     """The merged view of `layers` (top first). When `writable`, layers[0] is the upper."""
 
-    def __init__(self, layers: list[Layer]) -> None:
+    def __init__(self, layers: Sequence[LayerSource]) -> None:
         self.layers = layers
         self.writable = bool(layers) and layers[0].writable
         # Directories by path, for resolving what lies below them: a lookup needs only a directory's path and
@@ -60,8 +61,7 @@ class Tree:
             if view.opaque:
                 break
         top = contributing[0]
-        root_fd = self.layers[top].root_fd
-        return Node((), top, effective_stat(root_fd, None, os.fstat(root_fd)), tuple(contributing))
+        return Node((), top, self.layers[top].root_stat(), tuple(contributing))
 
     def lookup(self, parent: Node, name: str, *, below_upper: bool = False) -> Node | None:
         """The child `name` of directory `parent`, or None. With below_upper, ignore the upper layer."""
@@ -96,7 +96,7 @@ class Tree:
         index, st = found
         meta_only = False
         if index == 0 and self.writable and stat.S_ISREG(st.st_mode):
-            meta_only = is_metacopy(self.layers[0].dirfd(parent.path), name, st)
+            meta_only = self.layers[0].is_metacopy(path, st)
         return Node(path, index, st, tuple(merged), meta_only)
 
     def _child_opaque(self, index: int, path: Path) -> bool:

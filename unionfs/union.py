@@ -10,76 +10,33 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import acl
-from .copyup import THREADED_COPY_MIN, BuiltTree, Content, StagedCopy, TreePlan, TreePlanner, Upper, proc_path
+from .attrs import AttrChange, Owner
+from .caches import changes
+from .datacopy import THREADED_COPY_MIN, StagedCopy
 from .errors import UnionError
-from .layers import Path
+from .layers import Path, proc_path
+from .names import check_length, check_name
 from .ownership import replace_stat
 from .privxattr import is_privileged, record_name, shown_names
-from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, renameat2
+from .rename import Renames
+from .syscalls import fallocate
 from .tree import Node, Tree
-from .whiteout import is_chardev_whiteout, is_internal_xattr, is_whiteout_name
+from .upper import Content, Upper
+from .whiteout import is_chardev_whiteout, is_internal_xattr
 
-NAME_MAX = 255
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
 PASS_FLAGS = os.O_ACCMODE | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOATIME | os.O_TRUNC
-#: copies of merged directories built ahead of a rename, by the path of the directory copied
-Trees = dict[Path, BuiltTree]
 
 
-@dataclass(frozen=True, slots=True)
-class AttrChange:
-    """What a setattr asks to change; None: leave as it is."""
+class UnionFS(Renames):
+    """The merged view's operations. Every one that may change the upper is marked @changes (caches.py)."""
 
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    size: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-
-    @property
-    def sets_times(self) -> bool:
-        return self.atime_ns is not None or self.mtime_ns is not None
-
-    def times_ns(self, st: os.stat_result) -> tuple[int, int]:
-        """The (atime, mtime) to set: the one not asked for kept from `st`."""
-        return (
-            st.st_atime_ns if self.atime_ns is None else self.atime_ns,
-            st.st_mtime_ns if self.mtime_ns is None else self.mtime_ns,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who asks for a new entry: its owner unless the parent directory says otherwise (setgid)."""
-
-    uid: int
-    gid: int
-    umask: int = 0  # what the kernel leaves to the filesystem to apply, where no default ACL replaces it
-
-
-def check_length(name: str) -> None:
-    """ENAMETOOLONG for a name no layer can hold, as a local filesystem answers before it looks anything up: the
-    kernel passes FUSE names up to PATH_MAX - 1 bytes long."""
-    if len(os.fsencode(name)) > NAME_MAX:
-        raise UnionError(errno.ENAMETOOLONG)
-
-
-def check_name(name: str) -> None:
-    """A name a new entry may take: one that fits, and is not a whiteout's."""
-    check_length(name)
-    if is_whiteout_name(name):
-        raise UnionError(errno.EINVAL, f"{name!r} is reserved for whiteouts")
-
-
-class UnionFS:
     def __init__(self, tree: Tree, upper: Upper | None) -> None:
         self.tree = tree
         self.upper = upper
-        self.generation = 0  # bumped by every change to the upper (ops.py keeps caches valid with it)
+        self.generation = 0  # moved by every change to the upper (@changes): ops.py's caches hold while it stands
 
     def end_request(self) -> None:
         for layer in self.tree.layers:
@@ -109,23 +66,18 @@ class UnionFS:
             raise UnionError(errno.ENOENT)
         return node
 
-    def _dirfd(self, node: Node) -> int:
-        """A borrowed fd of the directory holding `node` in its layer."""
-        return self.tree.layers[node.layer].dirfd(node.path[:-1])
+    def _upper_dirfd(self, node: Node) -> int:
+        """A borrowed fd of the upper directory holding upper entry `node` (copied up by the caller)."""
+        return self._writer().layer.dirfd(node.path[:-1])
 
     def location(self, node: Node) -> str:
-        """A /proc path naming `node` in its layer (the final component is not followed by *at users). The
-        layer's root is named as `.` in it: calls that do not follow a final symlink would otherwise act on the
-        /proc link itself (ENOTSUP for its xattrs, which the kernel asks of the mount's root for its ACL)."""
-        layer = self.tree.layers[node.layer]
-        if not node.path:
-            return proc_path(layer.root_fd, ".")
-        return proc_path(layer.dirfd(node.path[:-1]), node.name)
+        """A /proc path naming upper entry `node` (see Layer.where), for the calls that change it."""
+        return self._writer().layer.where(node.path)
 
     def readlink(self, node: Node) -> str:
         if not stat.S_ISLNK(node.st.st_mode):
             raise UnionError(errno.EINVAL)
-        return os.readlink(node.name, dir_fd=self._dirfd(node))
+        return self.tree.layers[node.layer].readlink(node.path)
 
     def open(self, node: Node, flags: int) -> tuple[int, Node]:
         """Open a file: for writing, copy it up first. Returns the fd and the node as it now is."""
@@ -135,12 +87,17 @@ class UnionFS:
         if writing:
             node = self._copy_up(node, "empty" if flags & os.O_TRUNC else "full")
         if flags & os.O_TRUNC:
-            self._writer()  # an upper file is about to lose its data: cached sizes are stale
+            self._truncating()
         open_flags = (flags & PASS_FLAGS) | os.O_NOFOLLOW | os.O_CLOEXEC
         if not writing:
             open_flags &= ~os.O_NOATIME
         data = self._data_node(node)
-        return os.open(data.name, open_flags, dir_fd=self._dirfd(data)), node
+        return self.tree.layers[data.layer].open_file(data.path, open_flags), node
+
+    @changes
+    def _truncating(self) -> None:
+        """An upper file is about to lose its data (O_TRUNC): cached sizes are stale."""
+        self._writer()
 
     def _data_node(self, node: Node) -> Node:
         """Where a file's data lives: itself, or for a metadata-only copy-up the lower file below it."""
@@ -148,29 +105,40 @@ class UnionFS:
             return node
         return self.upper.source_below(node) or node
 
-    def reopen_from_upper(self, node: Node, flags: int) -> int | None:
+    def reopen_from_upper(self, node: Node) -> int | None:
         """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""
         if node.layer != 0 or node.meta_only or self.upper is None:
             return None
-        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dirfd(node))
+        return self.upper.layer.open_file(node.path, os.O_RDONLY)  # (an upper entry: layer 0)
 
     def getxattr(self, node: Node, name: str) -> bytes:
         if is_internal_xattr(name):
             raise UnionError(errno.ENODATA)
-        where = self.location(node)
+        layer = self.tree.layers[node.layer]
         if is_privileged(name):  # a record kept by an unprivileged writer (privxattr.py) wins over the disk's own
             try:
-                return os.getxattr(where, record_name(name), follow_symlinks=False)
+                return layer.getxattr(node.path, record_name(name))
             except OSError:
                 pass
-        return os.getxattr(where, name, follow_symlinks=False)
+        return layer.getxattr(node.path, name)
+
+    def strips_on_write(self, node: Node) -> bool:
+        """Whether `node` carries what a write strips: setuid, setgid with group execute, file capabilities."""
+        mode = node.st.st_mode
+        if mode & stat.S_ISUID or mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP:
+            return True
+        try:
+            self.getxattr(node, "security.capability")
+        except OSError:
+            return False
+        return True
 
     def listxattr(self, node: Node) -> list[str]:
-        names = os.listxattr(self.location(node), follow_symlinks=False)
+        names = self.tree.layers[node.layer].listxattr(node.path)
         return [n for n in shown_names(names) if not is_internal_xattr(n)]
 
     def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(proc_path(self.tree.layers[0].root_fd))
+        return self.tree.layers[0].statvfs()
 
     def children(self, node: Node) -> list[Node]:
         if not node.is_dir:
@@ -180,18 +148,22 @@ class UnionFS:
     # -- writing -----------------------------------------------------------------------------------------------
 
     def _writer(self) -> Upper:
-        """The upper, for a request about to change it: cached listings are stale from here on."""
+        """The upper, for an operation (marked @changes) about to change it; EROFS without one."""
         if self.upper is None:
             raise UnionError(errno.EROFS)
-        self.generation += 1
         return self.upper
 
     def _copy_up(self, node: Node, content: Content = "full") -> Node:
         if node.layer == 0 and not (node.meta_only and content != "meta"):
             return node
+        return self._copied_up(node, content)
+
+    @changes
+    def _copied_up(self, node: Node, content: Content) -> Node:
         self._writer().copy_up(node, content)
         return self.resolve(node.path)
 
+    @changes
     def copy_up(self, node: Node) -> Node:
         """Bring `node` into the upper whole, here and now; returns it as it now is."""
         return self._copy_up(node)
@@ -214,6 +186,7 @@ class UnionFS:
         source = self._data_node(node)
         return upper.stage_fill(node, source) if source is not node else None
 
+    @changes
     def copy_up_staged(self, node: Node, staged: StagedCopy) -> None:
         """Copy `node` up with the data `staged` holds, if it is still the file staged: `node` is resolved
         anew, as other requests may have moved, removed or copied up the file while its data was copied."""
@@ -296,6 +269,7 @@ class UnionFS:
                 return node
         return self.resolve((*parent.path, name))
 
+    @changes
     def create(self, parent: Node, name: str, mode: int, flags: int, owner: Owner) -> tuple[int, Node]:
         fds: list[int] = []
 
@@ -311,6 +285,7 @@ class UnionFS:
             raise
         return fds[0], node
 
+    @changes
     def mkdir(self, parent: Node, name: str, mode: int, owner: Owner) -> Node:
         return self._new_entry(
             parent,
@@ -321,6 +296,7 @@ class UnionFS:
             stat.S_IFDIR | stat.S_IMODE(mode),
         )
 
+    @changes
     def mknod(self, parent: Node, name: str, mode: int, rdev: int, owner: Owner) -> Node:
         check_name(name)
         if is_chardev_whiteout(mode, rdev):
@@ -335,6 +311,7 @@ class UnionFS:
 
         return self._new_entry(parent, name, False, build, owner, mode, rdev)
 
+    @changes
     def symlink(self, parent: Node, name: str, target: str, owner: Owner) -> Node:
         return self._new_entry(
             parent,
@@ -345,18 +322,20 @@ class UnionFS:
             stat.S_IFLNK | 0o777,
         )
 
+    @changes
     def link(self, node: Node, parent: Node, name: str) -> Node:
         check_name(name)  # before the copy-up
         if node.is_dir:
             raise UnionError(errno.EPERM)
         node = self._copy_up(node)
-        src_fd = self._dirfd(node)
+        src_fd = self._upper_dirfd(node)
 
         def build(work: int, tmp: str) -> None:
             os.link(node.name, tmp, src_dir_fd=src_fd, dst_dir_fd=work, follow_symlinks=False)
 
         return self._new_entry(parent, name, False, build, None, node.st.st_mode)
 
+    @changes
     def unlink(self, parent: Node, name: str) -> None:
         check_length(name)
         upper = self._writer()
@@ -370,6 +349,7 @@ class UnionFS:
         else:
             os.unlink(name, dir_fd=parent_fd)
 
+    @changes
     def rmdir(self, parent: Node, name: str) -> None:
         try:
             self._rmdir(parent, name)
@@ -391,157 +371,7 @@ class UnionFS:
         elif whiteout:
             upper.make_whiteout(parent_fd, name)
 
-    def rename(
-        self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int, built: Trees | None = None
-    ) -> None:
-        """Rename, exchange (RENAME_EXCHANGE) or move without replacing (RENAME_NOREPLACE). `built`: copies of
-        the trees trees_to_copy named, made beforehand (build_tree); whatever of them goes unused is removed."""
-        built = dict(built or {})
-        try:
-            self._rename(old_parent, old, new_parent, new, flags, built)
-        finally:
-            self.tree.reshaped()
-            for made in built.values():
-                self.discard_tree(made)
-
-    def trees_to_copy(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int) -> list[Node]:
-        """The merged or lower directories this rename would copy whole, to copy beforehand: none when it
-        would fail, or moves only upper directories and files."""
-        try:
-            src = self.lookup(old_parent, old)
-            if flags & RENAME_EXCHANGE:
-                nodes = [src, self.lookup(new_parent, new)]
-            else:
-                self._check_move(src, new_parent, new, flags)
-                nodes = [src]
-        except OSError:
-            return []
-        return [node for node in nodes if node.is_dir and node.layers != (0,)]
-
-    def tree_planner(self, node: Node) -> TreePlanner:
-        """What copying merged directory `node` takes, planned step by step (see TreePlanner)."""
-        if self.upper is None:
-            raise UnionError(errno.EROFS)
-        return TreePlanner(self.tree, node)
-
-    def build_tree(self, plan: TreePlan) -> BuiltTree:
-        """Copy a planned tree under the work dir, in a worker thread if need be (see Upper.build_tree)."""
-        assert self.upper is not None  # (a planner needs one)
-        return self.upper.build_tree(plan)
-
-    def discard_tree(self, built: BuiltTree) -> None:
-        assert self.upper is not None
-        self.upper.discard(built.tmp)
-
-    def _check_move(self, src: Node, new_parent: Node, new: str, flags: int) -> Node | None:
-        """The errors a plain rename of `src` to new_parent/new gives; returns what it would replace."""
-        check_name(new)
-        if not new_parent.is_dir:
-            raise UnionError(errno.ENOTDIR)
-        dst = self.tree.lookup(new_parent, new)
-        if dst is not None:
-            if flags & RENAME_NOREPLACE:
-                raise UnionError(errno.EEXIST)
-            if src.is_dir and not dst.is_dir:
-                raise UnionError(errno.ENOTDIR)
-            if not src.is_dir and dst.is_dir:
-                raise UnionError(errno.EISDIR)
-            if dst.is_dir and not self.tree.is_empty(dst):
-                raise UnionError(errno.ENOTEMPTY)
-        return dst
-
-    def _rename(self, old_parent: Node, old: str, new_parent: Node, new: str, flags: int, built: Trees) -> None:
-        upper = self._writer()
-        if flags & RENAME_EXCHANGE:
-            self._exchange(old_parent, old, new_parent, new, built)
-            return
-        src = self.lookup(old_parent, old)
-        dst = self._check_move(src, new_parent, new, flags)
-        if (
-            dst is not None
-            and not src.is_dir
-            and (src.layer, src.st.st_ino, src.st.st_dev) == (dst.layer, dst.st.st_ino, dst.st.st_dev)
-        ):
-            return  # two names of one file: POSIX says do nothing
-        src_whiteout = self.tree.lower_has(old_parent, old)
-        if src.is_dir:
-            self._rename_dir(src, old_parent, new_parent, new, src_whiteout, built)
-            return
-        src = self._copy_up(src)
-        new_fd = upper.ensure_dir(new_parent)
-        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
-        upper.move(old_fd, old, new_fd, new, False, src_whiteout)
-
-    def _exchange(self, old_parent: Node, old: str, new_parent: Node, new: str, built: Trees) -> None:
-        """Swap two names atomically (renameat2 RENAME_EXCHANGE): both entries are first made whole upper
-        entries that show the same content at either name, then the upper swaps them in one step."""
-        upper = self._writer()
-        src = self.lookup(old_parent, old)
-        self.lookup(new_parent, new)
-        if (old_parent.path, old) == (new_parent.path, new):
-            return
-        self._standalone(old_parent, src, self.tree.lower_has(new_parent, new), built)
-        dst = self.resolve((*new_parent.path, new))  # the first step may have copied it up (a hard link)
-        self._standalone(self.resolve(new_parent.path), dst, self.tree.lower_has(old_parent, old), built)
-        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
-        new_fd = upper.ensure_dir(self.resolve(new_parent.path))
-        renameat2(old_fd, old, new_fd, new, RENAME_EXCHANGE)
-        upper.layer.flush()
-
-    def _standalone(self, parent: Node, node: Node, opaque: bool, built: Trees) -> None:
-        """Make `node` an upper entry whose view does not depend on the layers below its name, so it can move
-        to another name; `opaque` when the layers below that other name have a directory to hide."""
-        upper = self._writer()
-        if not node.is_dir:
-            self._copy_up(node)
-            return
-        parent_fd = upper.ensure_dir(self.resolve(parent.path))
-        if node.layers == (0,):
-            if opaque:
-                upper.make_opaque(parent_fd, node.name)
-            return
-        tmp = self._tree_copy(node, built)  # as for a rename: the merged content, whole, then opaque
-        try:
-            upper.make_opaque(upper.work_fd, tmp)
-            upper.place_new(tmp, parent_fd, node.name, True)
-        except BaseException:
-            upper.discard(tmp)
-            raise
-
-    def _tree_copy(self, node: Node, built: Trees) -> str:
-        """The work-dir name of a whole copy of merged directory `node`: one built beforehand, or made now."""
-        upper = self._writer()
-        made = built.pop(node.path, None)
-        if made is None:
-            return upper.copy_tree(node)
-        upper.adopt(made)
-        return made.tmp
-
-    def _rename_dir(
-        self, src: Node, old_parent: Node, new_parent: Node, new: str, src_whiteout: bool, built: Trees
-    ) -> None:
-        """Move a directory, merged or not, with no EXDEV: a merged or lower directory is first copied whole
-        into the work dir (upper files by hard link), so the move itself is one rename."""
-        upper = self._writer()
-        new_fd = upper.ensure_dir(new_parent)
-        old_fd = upper.ensure_dir(self.resolve(old_parent.path))
-        opaque = self.tree.lower_has(new_parent, new)
-        if src.layers == (0,):  # wholly in the upper: one move
-            if opaque:
-                upper.make_opaque(old_fd, src.name)
-            upper.move(old_fd, src.name, new_fd, new, True, src_whiteout)
-            return
-        # A merged or lower directory: its whole merged content, copied into the work dir (upper files by hard
-        # link), first takes the old name (the same content: still the old state), then moves in one step.
-        tmp = self._tree_copy(src, built)
-        try:
-            upper.make_opaque(upper.work_fd, tmp)  # at the old name it stands over the lower directory
-            upper.place_new(tmp, old_fd, src.name, True)
-        except BaseException:
-            upper.discard(tmp)
-            raise
-        upper.move(old_fd, src.name, new_fd, new, True, src_whiteout)
-
+    @changes
     def setattr(self, node: Node, change: AttrChange, fd: int | None = None) -> Node:
         """chmod, chown, truncate, utimes of `node` (copied up first: data only for a truncation that keeps
         some); `fd`, when given, an upper fd of it to truncate through."""
@@ -561,12 +391,14 @@ class UnionFS:
             os.utime(where, ns=change.times_ns(os.stat(where, follow_symlinks=False)), follow_symlinks=False)
         return self.resolve(node.path)
 
+    @changes
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2) on `fd`, a handle's upper file (opening it for writing copied it up): every mode the
         upper's filesystem has, with its answer where it has not."""
         self._writer()
         fallocate(fd, mode, offset, length)
 
+    @changes
     def setattr_unlinked(self, fd: int, change: AttrChange) -> os.stat_result:
         """setattr of an upper file whose every name is gone, through an fd still open on it (ftruncate,
         fchmod, futimens after unlink, as a local filesystem allows). Returns its stat."""
@@ -597,7 +429,7 @@ class UnionFS:
         effective = replace_stat(
             st, uid=st.st_uid if uid is None else uid, gid=st.st_gid if gid is None else gid, mode=new_mode
         )
-        self._writer().set_owner_mode(self._dirfd(node), node.name, effective)
+        self._writer().set_owner_mode(self._upper_dirfd(node), node.name, effective)
         if mode is not None and not stat.S_ISLNK(st.st_mode):
             self._chmod_recorded_acl(self.location(node), new_mode)
 
@@ -616,6 +448,7 @@ class UnionFS:
         if is_internal_xattr(name):
             raise UnionError(errno.ENODATA)  # (it does not show, so there is nothing to remove)
 
+    @changes
     def setxattr(self, node: Node, name: str, value: bytes) -> None:
         """Set an xattr; a `security.*` or `trusted.*` one as a record where the upper's writer may not set it.
         A POSIX ACL sets the mode as the kernel does (acl.py)."""
@@ -673,6 +506,7 @@ class UnionFS:
             if exc.errno != errno.EPERM:  # Linux keeps user.* xattrs off fifos and sockets: lost there
                 raise
 
+    @changes
     def removexattr(self, node: Node, name: str) -> None:
         """Remove an xattr: a privileged one's record and the xattr on disk, whichever it has."""
         self.check_xattr_change(name, False)

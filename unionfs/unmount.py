@@ -15,12 +15,10 @@ import shutil
 import subprocess
 import threading
 
+from .errors import UnmountError as UnmountError  # (re-exported: callers import it from here)
+
 TOOL_TIMEOUT = 30.0
 BUSY = ("Device or resource busy", "target is busy")  # what fusermount3 and umount say for EBUSY (LC_ALL=C)
-
-
-class UnmountError(Exception):
-    """The mount is still there; the message says why in one line."""
 
 
 def _unescape(field: str) -> str:

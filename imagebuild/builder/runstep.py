@@ -53,7 +53,9 @@ class RunStep(StepBase):
             enter = [] if namespace is None else namespace.enter()
             with (
                 runmounts.Active(mounts, self.store, self.context, lowers, namespace, self.options.secrets) as active,
-                mounted(mnt, active.lowers, upper, work, options, enter=namespace.daemon() if namespace else []),
+                mounted(
+                    mnt, active.lowers, upper, work, options, enter=namespace.daemon() if namespace else []
+                ) as union,
             ):
                 workdir = state.config.working_dir or "/"
                 env = self._run_env(state)
@@ -76,6 +78,12 @@ class RunStep(StepBase):
                 )
                 command = active.command(enter, sandboxed, mnt, user)
                 status = self._stream(command, sandbox.preexec(mnt, user))
+            faults = union.io_errors()
+            if faults:  # what the step wrote cannot be trusted: never committed as a layer
+                raise BuildError(
+                    f"{self._where(instruction)}: RUN's filesystem failed {len(faults)} request(s) with an internal "
+                    f"error (EIO), so its layer is not kept; first: {faults[0]}; please report it"
+                )
             if status != 0:
                 why = f"{self._where(instruction)}: RUN failed with exit status {status}"
                 if os.geteuid() != 0 and namespace is None:

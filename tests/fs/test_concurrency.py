@@ -20,7 +20,7 @@ import pytest
 from tests.fs.conftest import Mounter
 from tests.fs.gatefs import content
 from tests.support import is_mounted, wait_until, write
-from unionfs.copyup import THREADED_COPY_MIN
+from unionfs.datacopy import THREADED_COPY_MIN
 
 SIZE = 4 * THREADED_COPY_MIN  # a copy-up of this size copies its data off the request loop
 ROOT = Path(__file__).resolve().parents[2]

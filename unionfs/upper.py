@@ -1,8 +1,8 @@
-"""Everything that writes into the upper layer: copy-up, whiteouts, opaque markers, placing new entries.
+"""The upper layer's writer: copy-up (parents first), whiteouts, opaque markers, placing new entries.
 
 Every new upper entry is built under the work dir (same filesystem as the upper) and renamed into place, so
 a crash leaves the old state or the new one, never half a file. Directories are copied up parents first, each
-with its own metadata.
+with its own metadata. Data copying is datacopy.py's; copying whole trees, treecopy.py's.
 """
 
 from __future__ import annotations
@@ -14,175 +14,31 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Literal
 
-from .layers import DIR_FLAGS, Layer, Path, lstat_at, read_override
+from .datacopy import StagedCopy, copy_and_keep_times, copy_data, own, put_xattrs
+from .layers import EntryReader, Layer, Path, lstat_at, proc_path, read_override
 from .ownership import OverrideStat
-from .privxattr import is_privileged, record_name, recorded_name, shown_xattrs
 from .syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, renameat2
 from .tree import Node, Tree
 from .whiteout import (
     OPAQUE_MARKER,
-    OPAQUE_XATTRS,
     OVERRIDE_STAT,
     TRUSTED_METACOPY,
     TRUSTED_OPAQUE,
     USER_METACOPY,
-    USER_OPAQUE,
     WhiteoutForm,
     is_chardev_whiteout,
-    is_internal_xattr,
     whiteout_name,
 )
+from .workdir import WORK_SUBDIR
 
-WORK_SUBDIR = "unionfs"
 Content = Literal["full", "empty", "meta"]
-COPY_CHUNK = 1 << 30
-#: Regular files at least this large have their data copied up by a worker thread (see StagedCopy).
-THREADED_COPY_MIN = 4 << 20
 
 #: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
 AliasHook = Callable[[os.stat_result, Node], None]
 #: Called with the stat of every entry created afresh in the upper (its inode number may be a reused one).
 FreshHook = Callable[[os.stat_result], None]
-
-
-def proc_path(dirfd: int, name: str | None = None) -> str:
-    """A path naming `name` inside an open directory without walking the layer from its root again."""
-    return f"/proc/self/fd/{dirfd}" if name is None else f"/proc/self/fd/{dirfd}/{name}"
-
-
-def copy_xattrs(src: str, dst: str, *, records: bool = False) -> None:
-    """Copy the xattrs a user set (and ownership records) from src to dst; union-internal ones stay behind.
-    Privileged ones (`security.*`, `trusted.*`) go over as they show at src (privxattr.py): as records when
-    `records` (dst's writer may not set them), else under their own names."""
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError:
-        return
-    found = {
-        name: os.getxattr(src, name, follow_symlinks=False)
-        for name in names
-        if not is_internal_xattr(name) or name == OVERRIDE_STAT or recorded_name(name) is not None
-    }
-    for name, value in shown_xattrs(found).items():
-        if is_internal_xattr(name) and name != OVERRIDE_STAT:
-            continue  # a record of union bookkeeping
-        target = record_name(name) if records and is_privileged(name) else name
-        try:
-            os.setxattr(dst, target, value, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
-                raise
-
-
-def own(where: str | int, uid: int, gid: int, *, follow_symlinks: bool) -> None:
-    """chown, only where the owner differs: any chown drops a file's capability (security.capability), as the
-    kernel does it, and a chmod or a copy-up must keep it. (A user's chown through the mount drops it all the
-    same: the kernel removes it before it asks for the change.)"""
-    st = os.stat(where, follow_symlinks=follow_symlinks)
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(where, uid, gid, follow_symlinks=follow_symlinks)
-
-
-def copy_data(src_fd: int, dst_fd: int) -> None:
-    while True:
-        try:
-            if os.copy_file_range(src_fd, dst_fd, COPY_CHUNK) == 0:
-                return
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            break
-    while chunk := os.read(src_fd, 1 << 20):
-        os.write(dst_fd, chunk)
-
-
-def copy_and_keep_times(src_fd: int, dst_fd: int) -> None:
-    """Copy data into a file that shows it already (a metadata-only copy-up): nothing visible changes, nor may
-    its times."""
-    st = os.fstat(dst_fd)
-    copy_data(src_fd, dst_fd)
-    os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-@dataclass(slots=True)
-class StagedCopy:
-    """The data of a lower file, copied by `run` (in a worker thread: it touches only its own two fds) while
-    requests go on. Either into a work-dir file, which Upper.copy_up then gives metadata and puts in place; or
-    (`tmp` None) into the upper file of a metadata-only copy-up, in place, which Upper.fill_data then marks
-    whole."""
-
-    layer: int  # the file copied up: a lower one (layers below do not change while mounted, so layer and
-    ino: int  # inode name its data), or for a fill layer 0 and the upper inode
-    tmp: str | None
-    src: int
-    dst: int
-    fsync: bool
-
-    def run(self) -> None:
-        if self.tmp is None:
-            copy_and_keep_times(self.src, self.dst)
-        else:
-            copy_data(self.src, self.dst)
-        if self.fsync:
-            os.fsync(self.dst)
-
-    def matches(self, node: Node) -> bool:
-        same = node.layer == self.layer and node.st.st_ino == self.ino and stat.S_ISREG(node.st.st_mode)
-        return same and (self.tmp is not None or node.meta_only)
-
-
-@dataclass(slots=True)
-class TreePlan:
-    """A merged directory to copy whole, with its merged children as they were listed: directories as plans of
-    their own, files (upper ones, whole: no metadata-only ones) as nodes."""
-
-    node: Node
-    children: list[TreePlan | Node]
-
-
-class TreePlanner:
-    """Plans the copy of merged directory `node`: its tree as it stands, listed one directory per step so that
-    the request loop can serve others in between, and the files in it to copy up before the tree is copied
-    (`first`): metadata-only files, whose data must move with them, and lower files with more than one link,
-    whose every name must keep sharing one file."""
-
-    def __init__(self, tree: Tree, node: Node) -> None:
-        self.tree = tree
-        self.plan = TreePlan(node, [])
-        self.first: list[Node] = []
-        self._todo = [self.plan]
-
-    def step(self) -> bool:
-        """List one more directory; False once the whole tree is planned."""
-        if not self._todo:
-            return False
-        plan = self._todo.pop()
-        for child in self.tree.children(plan.node):
-            if child.is_dir:
-                below = TreePlan(child, [])
-                plan.children.append(below)
-                self._todo.append(below)
-                continue
-            if child.meta_only or (child.layer != 0 and child.st.st_nlink > 1):
-                self.first.append(child)
-            plan.children.append(child)
-        return True
-
-    def run(self) -> TreePlanner:
-        while self.step():
-            pass
-        return self
-
-
-@dataclass(slots=True)
-class BuiltTree:
-    """A copy of a planned tree under the work dir (`tmp`), and what Upper.alias must hear about its entries."""
-
-    tmp: str
-    aliases: list[tuple[os.stat_result, Node]]
 
 
 class Upper:
@@ -199,7 +55,9 @@ class Upper:
         privileged: bool = True,
     ) -> None:
         self.tree = tree
-        self.layer: Layer = tree.layers[0]
+        layer = tree.layers[0]
+        assert isinstance(layer, Layer) and layer.writable  # (the upper is a local directory)
+        self.layer = layer
         self.form = form
         self.opaque_xattr = opaque_xattr
         self.fsync = fsync
@@ -261,12 +119,12 @@ class Upper:
         if not self.privileged or read_override(dirfd, name or None) is not None:
             self.record_owner(dirfd, name, effective)
 
-    def _set_meta(self, dirfd: int, name: str, st: os.stat_result, src: str | None) -> None:
-        """Give dirfd/name the owner, mode, xattrs and times of `st` (read from `src`)."""
-        if src is not None:
+    def set_meta(self, dirfd: int, name: str, st: os.stat_result, xattrs: dict[str, bytes] | None) -> None:
+        """Give dirfd/name the owner, mode and times of `st` and the `xattrs` of its source (read_xattrs)."""
+        if xattrs is not None:
             if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
                 own(proc_path(dirfd, name), st.st_uid, st.st_gid, follow_symlinks=False)
-            copy_xattrs(src, proc_path(dirfd, name), records=not self.privileged)
+            put_xattrs(xattrs, proc_path(dirfd, name), records=not self.privileged)
         self.set_owner_mode(dirfd, name, st)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
 
@@ -288,67 +146,69 @@ class Upper:
         if parent is None:
             raise OSError(errno.ENOENT, "parent vanished")
         parent_fd = self.ensure_dir(parent)
-        src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
         tmp = self.tmpname()
         with self.staging(tmp):
             os.mkdir(tmp, 0o700, dir_fd=self.work_fd)
-            self._set_meta(self.work_fd, tmp, node.st, proc_path(src_dir, node.name))
+            self.set_meta(self.work_fd, tmp, node.st, self.tree.layers[node.layer].xattrs(node.path))
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.tree.reshaped()
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         return self.dirfd(node.path)
 
-    def _copy_nondir(
+    def copy_nondir(
         self,
         node: Node,
         dst_dir: int,
         dst_name: str,
         content: Content,
         filled: bool = False,
-        src_dir: int | None = None,
+        src: EntryReader | None = None,
     ) -> None:
         """Build a copy of non-directory `node` at dst_dir/dst_name (a fresh name; `filled`: a regular file
         already there with all its data). `content` says what of a regular file's data: all of it, none (it is
-        about to be truncated), or none yet (metacopy). `src_dir`: an fd of the directory holding `node` in its
-        layer, where the caller has one of its own."""
-        if src_dir is None:
-            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
+        about to be truncated), or none yet (metacopy). `src`: the directory holding `node` in its layer,
+        where the caller has one of its own (OpenDir); else its layer."""
+        path: Path = node.path
+        if src is None:
+            src = self.tree.layers[node.layer]
+        else:
+            path = (node.name,)
         st = node.st
         if stat.S_ISREG(st.st_mode):
             if not filled:
-                self._copy_regular(node, src_dir, dst_dir, dst_name, content)
+                self._copy_regular(node, src, path, dst_dir, dst_name, content)
         elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(node.name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+            os.symlink(src.readlink(path), dst_name, dir_fd=dst_dir)
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             self.make_device(dst_dir, dst_name, st.st_mode, st.st_rdev)
         else:
             os.mknod(dst_name, st.st_mode, st.st_rdev, dir_fd=dst_dir)
-        self._set_meta(dst_dir, dst_name, st, proc_path(src_dir, node.name))
+        self.set_meta(dst_dir, dst_name, st, src.xattrs(path))
         if content == "meta" and stat.S_ISREG(st.st_mode):
             os.setxattr(proc_path(dst_dir, dst_name), self.metacopy_xattr, b"", follow_symlinks=False)
 
-    def open_data(self, node: Node, src_dir: int | None = None) -> int:
-        """A read-only fd of regular file `node` in its layer (`src_dir`: the caller's fd of its directory)."""
-        if src_dir is None:
-            src_dir = self.tree.layers[node.layer].dirfd(node.path[:-1])
-        return os.open(node.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+    def open_data(self, node: Node) -> int:
+        """A read-only fd of regular file `node` in its layer."""
+        return self.tree.layers[node.layer].open_file(node.path)
 
     def source_below(self, node: Node) -> Node | None:
         """The file below an upper file `node` in the merged view: where a metadata-only copy-up's data lies."""
         parent = self.tree.resolve(node.path[:-1])
         return self.tree.lookup(parent, node.name, below_upper=True) if parent is not None else None
 
-    def _copy_regular(self, node: Node, src_dir: int, dst_dir: int, dst_name: str, content: Content) -> None:
+    def _copy_regular(
+        self, node: Node, src: EntryReader, path: Path, dst_dir: int, dst_name: str, content: Content
+    ) -> None:
         fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
         try:
             if content == "meta":
                 os.ftruncate(fd, node.st.st_size)
             elif content == "full":
-                src = self.open_data(node, src_dir)
+                data = src.open_file(path)
                 try:
-                    copy_data(src, fd)
+                    copy_data(data, fd)
                 finally:
-                    os.close(src)
+                    os.close(data)
             self._sync(fd)
         finally:
             os.close(fd)
@@ -415,7 +275,7 @@ class Upper:
         filled = staged is not None and staged.tmp is not None
         tmp = staged.tmp if staged is not None and staged.tmp is not None else self.tmpname()
         with self.staging(tmp):
-            self._copy_nondir(node, self.work_fd, tmp, content, filled=filled)
+            self.copy_nondir(node, self.work_fd, tmp, content, filled=filled)
             renameat2(self.work_fd, tmp, parent_fd, node.name, RENAME_NOREPLACE)
         self.alias(os.stat(node.name, dir_fd=parent_fd, follow_symlinks=False), node)
         if node.st.st_nlink > 1:
@@ -470,87 +330,6 @@ class Upper:
             finally:
                 os.close(src)
         self._sync(fd)
-
-    def copy_tree(self, node: Node) -> str:
-        """A full copy of the merged directory `node` under the work dir, made here and now; returns its name
-        there. (A rename copies trees off the request loop: TreePlanner, build_tree, adopt.)"""
-        planner = TreePlanner(self.tree, node).run()
-        if planner.first:
-            for child in planner.first:
-                current = self.tree.resolve(child.path)
-                if current is not None:
-                    self.copy_up(current)
-            planner = TreePlanner(self.tree, node).run()
-        built = self.build_tree(planner.plan)
-        self.adopt(built)
-        return built.tmp
-
-    def build_tree(self, plan: TreePlan) -> BuiltTree:
-        """Copy a planned tree under the work dir: directories and lower files anew, upper files by a second
-        link (no copy, same inode; the original name stays until the move is complete). It works only through
-        fds it opens itself, so it may run in a worker thread while requests go on, as long as none of them
-        changes the tree meanwhile (what an exclusive lease of pathlocks is for)."""
-        node = plan.node
-        tmp = self.tmpname()
-        aliases: list[tuple[os.stat_result, Node]] = []
-        with contextlib.ExitStack() as fds:
-            sources = {index: fds.enter_context(self._open_dir(index, node.path)) for index in node.layers}
-            above = fds.enter_context(self._open_dir(node.layer, node.path[:-1])) if node.path else None
-            with self.staging(tmp):
-                self._build_dir(plan, self.work_fd, tmp, sources, above, aliases)
-        return BuiltTree(tmp, aliases)
-
-    @contextlib.contextmanager
-    def _open_dir(self, index: int, path: Path) -> Iterator[int]:
-        fd = os.dup(self.tree.layers[index].root_fd)
-        try:
-            for name in path:
-                child = os.open(name, DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _build_dir(
-        self,
-        plan: TreePlan,
-        dst_dir: int,
-        name: str,
-        sources: dict[int, int],
-        above: int | None,
-        aliases: list[tuple[os.stat_result, Node]],
-    ) -> None:
-        """Build directory `plan` at dst_dir/name: `sources` holds an fd of it in every layer it merges, `above`
-        one of the directory holding it in the layer that shows it (None for the root)."""
-        node = plan.node
-        os.mkdir(name, 0o700, dir_fd=dst_dir)
-        fd = os.open(name, DIR_FLAGS, dir_fd=dst_dir)
-        try:
-            for child in plan.children:
-                if isinstance(child, TreePlan):
-                    with contextlib.ExitStack() as fds:
-                        below: dict[int, int] = {}
-                        for index in child.node.layers:
-                            below[index] = os.open(child.node.name, DIR_FLAGS, dir_fd=sources[index])
-                            fds.callback(os.close, below[index])
-                        self._build_dir(child, fd, child.node.name, below, sources[child.node.layer], aliases)
-                elif child.layer == 0:
-                    if child.meta_only:
-                        raise OSError(errno.EAGAIN, "a metadata-only file must be copied up before its directory")
-                    os.link(child.name, child.name, src_dir_fd=sources[0], dst_dir_fd=fd, follow_symlinks=False)
-                else:
-                    self._copy_nondir(child, fd, child.name, "full", src_dir=sources[child.layer])
-                    aliases.append((os.stat(child.name, dir_fd=fd, follow_symlinks=False), child))
-        finally:
-            os.close(fd)
-        self._set_meta(dst_dir, name, node.st, proc_path(above, node.name) if above is not None else None)
-        aliases.append((os.stat(name, dir_fd=dst_dir, follow_symlinks=False), node))
-
-    def adopt(self, built: BuiltTree) -> None:
-        """Tell Upper.alias where the entries of a built tree now live (on the request loop)."""
-        for st, node in built.aliases:
-            self.alias(st, node)
 
     # -- whiteouts and opaque markers -------------------------------------------------------------------------
 
@@ -670,57 +449,3 @@ class Upper:
         """Move work-dir entry `tmp` into place; whatever it displaces is removed."""
         if self.place(self.work_fd, tmp, dirfd, name, is_dir):
             self.discard(tmp)
-
-
-def opaque_xattr_for(work_fd: int) -> str:
-    """The opaque xattr this process may write: the kernel's trusted one when privileged, else user.*."""
-    probe = f"#probe.{os.getpid()}"
-    os.mkdir(probe, 0o700, dir_fd=work_fd)
-    try:
-        for attr in (TRUSTED_OPAQUE, USER_OPAQUE):
-            try:
-                os.setxattr(proc_path(work_fd, probe), attr, b"y")
-                return attr
-            except OSError:
-                continue
-        return USER_OPAQUE
-    finally:
-        os.rmdir(probe, dir_fd=work_fd)
-
-
-def can_chown(work_fd: int) -> bool:
-    """Whether this process may give files away (root, or CAP_CHOWN over ids beyond its own)."""
-    probe = f"#probe.{os.getpid()}"
-    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=work_fd))
-    try:
-        other = 1 if os.geteuid() != 1 else 2
-        os.chown(probe, other, other, dir_fd=work_fd)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.unlink(probe, dir_fd=work_fd)
-
-
-def chardev_whiteouts_allowed(work_fd: int) -> bool:
-    probe = f"#probe.{os.getpid()}"
-    try:
-        os.mknod(probe, stat.S_IFCHR, 0, dir_fd=work_fd)
-    except OSError:
-        return False
-    os.unlink(probe, dir_fd=work_fd)
-    return True
-
-
-__all__ = [
-    "OPAQUE_XATTRS",
-    "THREADED_COPY_MIN",
-    "BuiltTree",
-    "StagedCopy",
-    "TreePlan",
-    "TreePlanner",
-    "Upper",
-    "chardev_whiteouts_allowed",
-    "opaque_xattr_for",
-    "proc_path",
-]
