@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from imagebuild import analyze, lint, sandbox, transport, userns
 from imagebuild import context as build_context
 from imagebuild.analyze import human
+from imagebuild.builder import remotecache
 from imagebuild.builder.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
@@ -69,7 +70,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--target", help="build up to this stage")
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
-    b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
+    b.add_argument("--insecure", action="store_true", help="FROM, --cache-from and --cache-to over plain http")
+    b.add_argument(
+        "--cache-from", action="append", default=[], metavar="type=registry,ref=REF", help="reuse a registry cache"
+    )
+    b.add_argument(
+        "--cache-to",
+        action="append",
+        default=[],
+        metavar="type=registry,ref=REF[,mode=min|max]",
+        help="write the build cache to a registry",
+    )
     b.add_argument(
         "--timestamp",
         metavar="SECONDS",
@@ -231,8 +242,15 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         timestamp,
         args.insecure,
     )
+    remotecache.check_specs(args.cache_from, args.cache_to)
+    sources = remotecache.Sources(store, args.cache_from, args.insecure) if args.cache_from else None
+    if sources is not None:
+        options.cache_from = sources.lookup
+        print(f"Cache: {sources.records} step(s) known in {', '.join(args.cache_from)}", flush=True)
     builder = Builder(store, ctx, df, options, sys.stdout)
-    image_id, _state = builder.build()
+    image_id, state = builder.build()
+    for line in remotecache.export(store, state, builder.stages.values(), args.cache_to, args.insecure):
+        print(line)
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)
     print(f"Cache: {hits} of {len(layered)} layer steps reused")

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from imagebuild import sandbox, transport, userns
 from imagebuild.builder import copysource, copystep
@@ -63,6 +63,7 @@ class Options:
     explain: bool = False
     epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
     insecure: bool = False  # FROM a registry over plain http
+    cache_from: Callable[[str], dict[str, Any] | None] | None = None  # --cache-from: a key's entry, when cached there
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,8 @@ class Builder:
         step_id = sha(state.key, text)
         key = sha(step_id, content)
         entry = None if self.options.no_cache else self.store.cache_get(key)
+        if entry is None and not self.options.no_cache and self.options.cache_from is not None:
+            entry = self.options.cache_from(key)
         if entry is not None:
             layer = Layer(entry["diff_id"], Descriptor.from_dict(entry["blob"]))
             created = str(entry.get("created") or self._created())
@@ -376,6 +379,7 @@ class Builder:
             self._say(f" ---> cache {'hit' if entry is not None else 'miss'}: {why}")
         self.reports.append(StepReport(self._step, instruction.original, entry is not None, why))
         state.layers.append(layer)
+        state.steps.append((key, layer, created))
         state.key = key
         state.created = created
         self._history(state, instruction, empty=False)
