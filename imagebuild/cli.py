@@ -17,12 +17,12 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from imagebuild import analyze, lint, sandbox, transport, userns
 from imagebuild import context as build_context
 from imagebuild.analyze import human
-from imagebuild.builder import remotecache
+from imagebuild.builder import outputs, remotecache
 from imagebuild.builder.executor import Builder, Options
 from imagebuild.dockerfile import DockerfileError, parse_file
 from imagebuild.errors import BuildError
@@ -85,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
         "--timestamp",
         metavar="SECONDS",
         help="as SOURCE_DATE_EPOCH: clamp newer mtimes to it, date the image with it, give it to RUN",
+    )
+    b.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=[],
+        metavar="type=local|tar|oci,dest=PATH",
+        help="also write the result: the rootfs to a directory (local) or a tar, or the image as an OCI layout tar",
     )
     b.add_argument("context", metavar="CONTEXT")
 
@@ -218,8 +226,10 @@ def find_dockerfile(context: str | None, file: str | None) -> str:
     return dockerfile
 
 
-def cmd_build(store: Store, args: argparse.Namespace) -> None:
+def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     check_names(args.tag)
+    wanted = [outputs.parse(text) for text in args.output]
+    outputs.check(wanted)
     timestamp = epoch(args.timestamp)
     root = args.context
     dockerfile = find_dockerfile(root, args.file)
@@ -265,6 +275,9 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         print(f"Successfully tagged {normalize_tag(tag)}")
     if not args.tag:
         print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
+    for output in wanted:
+        outputs.write(store, store.resolve(image_id), output, [normalize_tag(t) for t in args.tag], stdout)
+        print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {output.dest} ({output.kind})")
 
 
 _LAYER_SIZES: dict[str, int] = {}  # a stored layer never changes: each is walked once per command
@@ -609,7 +622,10 @@ def run_command(args: argparse.Namespace) -> int:
         return cmd_lint(args)
     store = open_store(args.root or default_root())
     if args.command == "build":
-        cmd_build(store, args)
+        stdout = sys.stdout.buffer  # `-o -` writes there; the build's own output then goes to stderr, as buildx's
+        to_stdout = any(outputs.parse(text).to_stdout for text in args.output)
+        with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+            cmd_build(store, args, stdout)
     elif args.command == "images":
         cmd_images(store)
     elif args.command == "inspect":
