@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from imagebuild import sandbox, transport, userns
-from imagebuild.builder import copysource, copystep
+from imagebuild.builder import addurl, copysource, copystep
 from imagebuild.builder.copydest import CopyError
 from imagebuild.builder.copyflags import parse_chmod
 from imagebuild.builder.copysource import ContextTree
@@ -73,6 +73,7 @@ class CopyPlan:
     request: CopyRequest
     files: dict[str, str]  # per-file digests, for --explain-cache
     content: str
+    urls: addurl.Downloads | None = None  # ADD of URLs: what is (or will be) downloaded
 
 
 @dataclass
@@ -374,6 +375,8 @@ class Builder:
             created = self._created()
             self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict(), "created": created})
             self._say(f" ---> {layer.diff_id[7:19]}")
+        if plan is not None and plan.urls is not None:
+            plan.urls.close()
         self.store.step_put(step_id, {"files": files})
         if self.options.explain:
             self._say(f" ---> cache {'hit' if entry is not None else 'miss'}: {why}")
@@ -522,12 +525,11 @@ class Builder:
         if source_stage is not None:
             state_key = self._source_state(instruction, source_stage).key
             return CopyPlan(request, {}, sha(state_key, *request.sources))
-        for source in request.sources:
-            if instruction.cmd == "ADD" and "://" in source:
-                raise BuildError(
-                    f"{self._where(instruction)}: ADD of a URL is not supported: download it in a RUN "
-                    "step, or into the context and COPY it"
-                )
+        urls = addurl.for_step(
+            instruction.cmd, request.sources, flags, self.store.scratch_dir, self._where(instruction)
+        )
+        if urls is not None:
+            return CopyPlan(request, *urls.key(), urls)
         try:
             side = self._context_side()
             matches = copysource.find(request.sources, side.tree, side.what, side.excluded)
@@ -563,7 +565,10 @@ class Builder:
         layer = self.store.scratch_dir("layer-")
         try:
             with self._rootfs(state) as image, self._source_side(instruction) as side:
-                copystep.run(plan.request, image, side, layer)
+                if plan.urls is not None:
+                    plan.urls.write(plan.request, image, layer)
+                else:
+                    copystep.run(plan.request, image, side, layer)
         except BaseException as exc:
             shutil.rmtree(layer, ignore_errors=True)
             if isinstance(exc, CopyError):
