@@ -226,6 +226,10 @@ def find_dockerfile(context: str | None, file: str | None) -> str:
     return dockerfile
 
 
+def warn(text: str) -> None:
+    print(f"imagebuild: warning: {text}", file=sys.stderr, flush=True)
+
+
 def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     check_names(args.tag)
     wanted = [outputs.parse(text) for text in args.output]
@@ -253,8 +257,8 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         args.insecure,
     )
     remotecache.check_specs(args.cache_from, args.cache_to)
-    sources = remotecache.Sources(store, args.cache_from, args.insecure) if args.cache_from else None
-    if sources is not None:
+    if args.cache_from:
+        sources = remotecache.Sources(store, args.cache_from, args.insecure, warn)
         options.cache_from = sources.lookup
         print(f"Cache: {sources.records} step(s) known in {', '.join(args.cache_from)}", flush=True)
     builder = Builder(store, ctx, df, options, sys.stdout)

@@ -59,15 +59,22 @@ def parse_spec(text: str, flag: str) -> CacheSpec:
 
 
 class Sources:
-    """Every `--cache-from` REF, read once at the start of the build; `lookup` is what the executor asks."""
+    """Every `--cache-from` REF, read once at the start of the build; `lookup` is what the executor asks.
 
-    def __init__(self, store: Store, specs: Iterable[str], insecure: bool) -> None:
+    As with BuildKit, a cache that cannot be read never fails the build: `warn` is told (one line) and the build
+    goes on without that REF; a hit whose layer cannot be fetched is a miss, and that REF is not asked again."""
+
+    def __init__(self, store: Store, specs: Iterable[str], insecure: bool, warn: Callable[[str], None]) -> None:
         self.store = store
+        self.warn = warn
         self.caches = []
         for text in specs:
             spec = parse_spec(text, "--cache-from")
             client = Client(spec.ref.registry, insecure=insecure, progress=False)
-            self.caches.append(buildcache.RemoteCache.open(spec.ref, client))
+            try:
+                self.caches.append(buildcache.RemoteCache.open(spec.ref, client))
+            except BuildError as exc:
+                warn(f"{exc}; building without it")
         self.hits = 0
 
     @property
@@ -76,8 +83,13 @@ class Sources:
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The store's cache entry for `key`, made from the first REF that has it; None when none has it."""
-        for cache in self.caches:
-            record = cache.fetch(self.store, key)
+        for cache in list(self.caches):
+            try:
+                record = cache.fetch(self.store, key)
+            except BuildError as exc:
+                self.warn(f"{exc}; building the step, and not asking {cache.ref} again")
+                self.caches.remove(cache)
+                continue
             if record is not None:
                 entry = buildcache.record_dict(record)
                 self.store.cache_put(key, entry)

@@ -190,7 +190,7 @@ class RemoteCache:
         record = self.records.get(key)
         if record is None:
             return None
-        stager = Stager(store, f"--cache-from {self.ref}")
+        stager = Stager(store, f"--cache-from {self.ref}: layer {record.layer.blob.digest[7:19]}")
         try:
             opener = functools.partial(_download, self.client, self.ref.repository, record.layer.blob)
             stager.stage(record.layer.blob.digest, opener, record.layer.diff_id, record.layer.blob)

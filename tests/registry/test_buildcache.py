@@ -142,5 +142,27 @@ def test_cache_flags_errors_are_one_line(tool: Tool, registry: Registry, ctx: Pa
     assert "Cache: 0 step(s) known" in first.stdout  # nothing there yet: a first build, not an error
     image = f"{registry.address}/c/image:1"
     tool.run("push", "busybox", image, "--insecure")
-    wrong = tool.build(ctx, "--insecure", "--cache-from", image, check=False)
-    assert wrong.returncode == 1 and "not a build cache of this builder" in wrong.stderr
+    wrong = tool.build(ctx, "--insecure", "--cache-from", image)  # as BuildKit: a cache never fails a build
+    assert wrong.stderr.startswith("imagebuild: warning: --cache-from ") and "not a build cache" in wrong.stderr
+    assert wrong.stderr.strip().endswith("building without it") and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_a_layer_missing_from_the_registry_is_a_miss_not_a_failure(
+    registry: Registry, base: str, ctx: Path, tmp_path: Path
+) -> None:
+    dockerfile(ctx, SINGLE.format(base=base))
+    (ctx / "a.txt").write_text("alpha\n")
+    (ctx / "b.txt").write_text("beta\n")
+    cache = f"{registry.address}/cache/lossy:1"
+    writer = Tool(tmp_path / "writer")
+    writer.build(ctx, "-t", "lossy", "--insecure", "--cache-to", f"type=registry,ref={cache}")
+    last = writer.inspect("lossy")["Manifest"]["Layers"][-1]["digest"]  # type: ignore[index]
+    hexdigest = last.removeprefix("sha256:")
+    blob = registry.log.parent / "data/docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    blob.unlink()  # lost on the registry's disk (a garbage collection, a bad restore)
+    reader = Tool(tmp_path / "reader")
+    built = reader.build(ctx, "--insecure", "--cache-from", cache)
+    assert ran(built) == ["ran-two"] and reused(built) == (3, 4), built.stdout
+    warning = built.stderr.strip()
+    assert len(warning.splitlines()) == 1 and warning.startswith("imagebuild: warning: ") and hexdigest in warning
+    assert reader.run("run", "--rm", reader.image_id(built)).stdout == "beta\nalpha\n"
