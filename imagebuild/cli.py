@@ -281,7 +281,8 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
     for output in wanted:
         outputs.write(store, store.resolve(image_id), output, [normalize_tag(t) for t in args.tag], stdout)
-        print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {output.dest} ({output.kind})")
+        where = "standard output" if output.to_stdout else output.dest
+        print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {where} ({output.kind})")
 
 
 _LAYER_SIZES: dict[str, int] = {}  # a stored layer never changes: each is walked once per command

@@ -132,14 +132,17 @@ def oci_archive(store: Store, image: Image, names: list[str], out: IO[bytes]) ->
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for dirpath, dirs, files in os.walk(layout):
                 dirs.sort()
-                for name in sorted(files):
+                for name in sorted(dirs) + sorted(files):
                     path = os.path.join(dirpath, name)
+                    # owned by whoever writes it (a reader that is not root cannot chown to anyone else)
                     info = tar.gettarinfo(path, os.path.relpath(path, layout))
-                    info.uid = info.gid = 0
                     info.uname = info.gname = ""
-                    info.mode = 0o644
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
+                    info.mode = 0o755 if info.isdir() else 0o644
+                    if info.isdir():
+                        tar.addfile(info)
+                    else:
+                        with open(path, "rb") as f:
+                            tar.addfile(info, f)
     finally:
         shutil.rmtree(layout, ignore_errors=True)
 

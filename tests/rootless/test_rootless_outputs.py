@@ -53,12 +53,15 @@ def build_with_outputs(user: User, workspace: Path, env: list[str]) -> tuple[Pat
 
     imagebuild("build", "-t", "busybox:1.35", str(base))
     local, flat = mine / "rootfs", mine / "rootfs.tar"
-    imagebuild("build", "-o", f"type=local,dest={local}", "-o", f"type=tar,dest={flat}", str(ctx))
+    oci = f"type=oci,dest={mine / 'image.tar'}"
+    imagebuild("build", "-o", f"type=local,dest={local}", "-o", f"type=tar,dest={flat}", "-o", oci, str(ctx))
     return local, flat
 
 
 def test_rootless_local_output_maps_owners_through_the_users_namespace(user: User, workspace: Path) -> None:
     local, flat = build_with_outputs(user, workspace, [])
+    if shutil.which("skopeo") is not None:  # an ordinary user's skopeo unpacks the OCI tar (it cannot chown)
+        user.run("skopeo", "inspect", f"oci-archive:{local.parent / 'image.tar'}")
     uid0, gid0 = subordinate_start("/etc/subuid", user.name), subordinate_start("/etc/subgid", user.name)
     checked = 0
     with tarfile.open(flat) as tar:
