@@ -263,7 +263,7 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         print(f"Cache: {sources.records} step(s) known in {', '.join(args.cache_from)}", flush=True)
     builder = Builder(store, ctx, df, options, sys.stdout)
     image_id, state = builder.build()
-    for line in remotecache.export(store, state, builder.stages.values(), args.cache_to, args.insecure):
+    for line in remotecache.export(store, state, builder.stages.values(), args.cache_to, args.insecure, warn):
         print(line)
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)

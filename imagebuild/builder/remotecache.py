@@ -31,6 +31,7 @@ MODES = ("min", "max")
 class CacheSpec:
     ref: Reference
     mode: str = "min"
+    ignore_error: bool = False  # --cache-to ...,ignore-error=true: a failed export is a warning, not a failure
 
 
 def parse_spec(text: str, flag: str) -> CacheSpec:
@@ -52,10 +53,14 @@ def parse_spec(text: str, flag: str) -> CacheSpec:
     mode = fields.pop("mode", "min")
     if mode not in MODES or (mode != "min" and flag == "--cache-from"):
         raise BuildError(f"{flag} mode={mode}: use mode=min or mode=max (with --cache-to)")
-    fields.pop("ignore-error", None)
+    ignore = fields.pop("ignore-error", "false") if flag == "--cache-to" else "false"
+    if ignore not in ("true", "false"):
+        raise BuildError(f"{flag} ignore-error={ignore}: use ignore-error=true or false")
     if fields:
-        raise BuildError(f"{flag} {', '.join(sorted(fields))}: not an option of type=registry (ref=, mode=)")
-    return CacheSpec(ref, mode)
+        raise BuildError(
+            f"{flag} {', '.join(sorted(fields))}: not an option of type=registry (ref=, mode=, ignore-error=)"
+        )
+    return CacheSpec(ref, mode, ignore == "true")
 
 
 class Sources:
@@ -109,16 +114,28 @@ def records(final: StageState, stages: Iterable[StageState], mode: str) -> list[
 
 
 def export(
-    store: Store, final: StageState, stages: Iterable[StageState], specs: Iterable[str], insecure: bool
+    store: Store,
+    final: StageState,
+    stages: Iterable[StageState],
+    specs: Iterable[str],
+    insecure: bool,
+    warn: Callable[[str], None],
 ) -> list[str]:
-    """Write the cache to every `--cache-to` REF; one line per REF saying what was written."""
+    """Write the cache to every `--cache-to` REF; one line per REF saying what was written. A REF that cannot
+    be written fails the build (the image is built and stored) unless it says ignore-error=true, as in BuildKit."""
     said = []
     stages = list(stages)
     for text in specs:
         spec = parse_spec(text, "--cache-to")
         chosen = records(final, stages, spec.mode)
         client = Client(spec.ref.registry, insecure=insecure, progress=False)
-        digest = buildcache.push(store, chosen, spec.ref, client)
+        try:
+            digest = buildcache.push(store, chosen, spec.ref, client)
+        except BuildError as exc:
+            if not spec.ignore_error:
+                raise BuildError(f"--cache-to {spec.ref}: {exc}") from None
+            warn(f"--cache-to {spec.ref}: {exc}; not written (ignore-error=true)")
+            continue
         layers = len({r.layer.blob.digest for r in chosen})
         said.append(
             f"Cache: {len(chosen)} step(s), {layers} layer(s) written to {spec.ref} (mode={spec.mode}, {digest}); "

@@ -138,6 +138,11 @@ def test_cache_flags_errors_are_one_line(tool: Tool, registry: Registry, ctx: Pa
         done = tool.build(ctx, "--insecure", flag, value, check=False)
         assert done.returncode == 1 and says in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    unreachable = "type=registry,ref=127.0.0.1:1/c/x:1"
+    failed = tool.build(ctx, "--insecure", "--cache-to", unreachable, check=False)
+    assert failed.returncode == 1 and failed.stderr.startswith("imagebuild: error: --cache-to 127.0.0.1:1/c/x:1: ")
+    ignored = tool.build(ctx, "--insecure", "--cache-to", unreachable + ",ignore-error=true")
+    assert ignored.stderr.startswith("imagebuild: warning: --cache-to ") and "(ignore-error=true)" in ignored.stderr
     first = tool.build(ctx, "--insecure", "--cache-from", f"{registry.address}/c/none:1")
     assert "Cache: 0 step(s) known" in first.stdout  # nothing there yet: a first build, not an error
     image = f"{registry.address}/c/image:1"

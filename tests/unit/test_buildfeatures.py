@@ -140,7 +140,16 @@ def test_cache_flags() -> None:
     spec = remotecache.parse_spec("type=registry,ref=127.0.0.1:5000/app:cache,mode=max", "--cache-to")
     assert (str(spec.ref), spec.mode) == ("127.0.0.1:5000/app:cache", "max")
     assert remotecache.parse_spec("localhost:5000/app:cache", "--cache-from").mode == "min"
-    for bad in ("type=gha", "type=registry", "type=registry,ref=r.io/a:b,mode=all", "type=registry,ref=x,bad"):
+    assert remotecache.parse_spec("type=registry,ref=r.io/a:b,ignore-error=true", "--cache-to").ignore_error
+    assert not remotecache.parse_spec("type=registry,ref=r.io/a:b", "--cache-to").ignore_error
+    for bad in (
+        "type=gha",
+        "type=registry",
+        "type=registry,ref=r.io/a:b,mode=all",
+        "type=registry,ref=x,bad",
+        "type=registry,ref=r.io/a:b,ignore-error=maybe",
+        "type=registry,ref=r.io/a:b,compression=zstd",
+    ):
         with pytest.raises(BuildError):
             remotecache.parse_spec(bad, "--cache-to")
 
