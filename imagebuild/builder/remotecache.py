@@ -4,15 +4,17 @@
 `--cache-from type=registry,ref=REF` (repeatable; a bare REF means the same): every RUN, COPY and ADD whose
 cache key the local store does not know is looked up in each REF in turn; a hit's layer is fetched, checked
 against its digest and diff_id, and stored as if the step had been built here, with the date it was built, so
-the image id is the one the writer got. `--cache-to type=registry,ref=REF[,mode=min|max]`: after the build, the
-records of the final stage's steps (min, the default, as in BuildKit) or of every stage built (max) are written
-to REF with their layers (imagebuild/transport/buildcache.py holds the format).
+the image id is the one the writer got. `--cache-to type=registry,ref=REF[,mode=min|max]`: after the build,
+the records of the final stage's steps (min, the default, as in BuildKit) or of every stage built (max: each
+stage the target needs, whichever thread built it, in Dockerfile order) are written to REF with their layers
+(imagebuild/transport/buildcache.py holds the format).
 
 Whoever can push to REF decides what builds that read it reuse: trust a cache REF as you trust a base image.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -67,15 +69,20 @@ class Sources:
     """Every `--cache-from` REF, read once at the start of the build; `lookup` is what the executor asks.
 
     As with BuildKit, a cache that cannot be read never fails the build: `warn` is told (one line) and the build
-    goes on without that REF; a hit whose layer cannot be fetched is a miss, and that REF is not asked again."""
+    goes on without that REF; a hit whose layer cannot be fetched is a miss, and that REF is not asked again.
+
+    Stages built at once (scheduler.py) look up from their own threads: the list of REFs still asked and the
+    count of hits change under a lock; a layer is fetched outside it (the store keeps a layer stored twice at
+    once once), so one stage's download does not hold up another's lookup."""
 
     def __init__(self, store: Store, specs: Iterable[str], insecure: bool, warn: Callable[[str], None]) -> None:
         self.store = store
         self.warn = warn
-        self.caches = []
+        self._lock = threading.Lock()
+        self.caches: list[buildcache.RemoteCache] = []
         for text in specs:
             spec = parse_spec(text, "--cache-from")
-            client = Client(spec.ref.registry, insecure=insecure, progress=False)
+            client = Client(spec.ref.registry, insecure=insecure, progress=None)
             try:
                 self.caches.append(buildcache.RemoteCache.open(spec.ref, client))
             except BuildError as exc:
@@ -88,17 +95,23 @@ class Sources:
 
     def lookup(self, key: str) -> dict[str, Any] | None:
         """The store's cache entry for `key`, made from the first REF that has it; None when none has it."""
-        for cache in list(self.caches):
+        with self._lock:
+            caches = list(self.caches)
+        for cache in caches:
             try:
                 record = cache.fetch(self.store, key)
             except BuildError as exc:
+                with self._lock:
+                    if cache not in self.caches:
+                        continue  # another stage lost it at the same time, and said so
+                    self.caches.remove(cache)
                 self.warn(f"{exc}; building the step, and not asking {cache.ref} again")
-                self.caches.remove(cache)
                 continue
             if record is not None:
                 entry = buildcache.record_dict(record)
                 self.store.cache_put(key, entry)
-                self.hits += 1
+                with self._lock:
+                    self.hits += 1
                 return entry
         return None
 
@@ -128,7 +141,7 @@ def export(
     for text in specs:
         spec = parse_spec(text, "--cache-to")
         chosen = records(final, stages, spec.mode)
-        client = Client(spec.ref.registry, insecure=insecure, progress=False)
+        client = Client(spec.ref.registry, insecure=insecure, progress=None)
         try:
             digest = buildcache.push(store, chosen, spec.ref, client)
         except BuildError as exc:

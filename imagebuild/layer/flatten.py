@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, BinaryIO
 
+from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK
 from imagebuild.layer.errors import LayerError
 from imagebuild.layer.extract import _decompressed
 
-OPAQUE = ".wh..wh..opq"
-WH_PREFIX = ".wh."
 Opener = Callable[[], BinaryIO]
 
 
@@ -62,14 +63,15 @@ class _Selection:
             if not path:
                 continue  # the root: the output has none of its own
             parent, base = posixpath.split(path)
-            if base == OPAQUE:
+            if base == wh.OPAQUE_MARKER:
                 opaque.add(parent)
                 continue
-            if base.startswith(WH_PREFIX):
-                if not base.startswith(WH_PREFIX + WH_PREFIX):  # other .wh..wh.* entries are aufs bookkeeping
-                    hidden.add(posixpath.join(parent, base[len(WH_PREFIX) :]))
+            if wh.is_reserved_name(base):  # a whiteout file, or a name reserved for other tools' metadata
+                target = wh.whited_out_target(base)
+                if target is not None:
+                    hidden.add(posixpath.join(parent, target))
                 continue
-            if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            if member.ischr() and wh.is_chardev_whiteout(stat.S_IFCHR, os.makedev(member.devmajor, member.devminor)):
                 hidden.add(path)
                 continue
             if self.blocked(path):

@@ -5,6 +5,7 @@ Layout under the root:
   layers/<diff hex>/     a layer as a directory, the read-only lower unionfs mounts; one per diff_id
   images.json            {"images": {image id: manifest digest}, "tags": {name:tag: image id},
                           "indexes": {image id: digest of the image index it was chosen from, when it was}}
+  images.json.lock       held while the index changes (flock), so that no change made at the same time is lost
 
 Foreign images (pulled or imported) are kept byte for byte: their manifest, config and index blobs are stored
 as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
@@ -15,17 +16,20 @@ as received, so the image id is the sender's config digest and a push sends the 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, compress_gzip, settle_mtimes, write_layer_tar
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
-from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
+from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
@@ -101,6 +105,16 @@ class Store:
     def _save_index(self, index: dict[str, dict[str, str]]) -> None:
         write_json_atomic(self._index_path, index)
 
+    @contextlib.contextmanager
+    def _changing_index(self) -> Iterator[dict[str, dict[str, str]]]:
+        """The index to change, read and saved under a lock: changes made at the same time (stages of one
+        build pulling their bases, builds in other processes) are all kept, none lost."""
+        with open(self._index_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self._index()
+            yield index
+            self._save_index(index)
+
     def tags(self) -> dict[str, str]:
         return self._index()["tags"]
 
@@ -122,32 +136,34 @@ class Store:
             raise BuildError(
                 f"image '{ref}' is not in the store {self.root}: build it, import it, or check 'imagebuild images'"
             )
-        manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
-        config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        try:
+            manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
+            config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        except (BlobError, OCIError) as exc:
+            raise BuildError(
+                f"image '{ref}' is damaged in the store {self.root}: {exc}: 'imagebuild check --repair' removes it"
+            ) from None
         return Image(image_id, manifest, config)
 
     def manifest_digest(self, image_id: str) -> str:
         return self._index()["images"][image_id]
 
     def tag(self, image_id: str, name: str) -> None:
-        index = self._index()
-        index["tags"][normalize_tag(name)] = image_id
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["tags"][normalize_tag(name)] = image_id
 
     def untag(self, name: str) -> str:
-        index = self._index()
-        image_id = index["tags"].pop(normalize_tag(name), None)
-        if image_id is None:
-            raise BuildError(f"no tag '{name}' in the store: see 'imagebuild images'")
-        self._save_index(index)
+        with self._changing_index() as index:
+            image_id = index["tags"].pop(normalize_tag(name), None)
+            if image_id is None:
+                raise BuildError(f"no tag '{name}' in the store: see 'imagebuild images'")
         return image_id
 
     def remove_image(self, image_id: str) -> None:
-        index = self._index()
-        index["images"].pop(image_id, None)
-        index["indexes"].pop(image_id, None)
-        index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["images"].pop(image_id, None)
+            index["indexes"].pop(image_id, None)
+            index["tags"] = {t: i for t, i in index["tags"].items() if i != image_id}
 
     # -- layers ---------------------------------------------------------------------------------------------------
 
@@ -192,12 +208,22 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(raw_path)
-        target = self.layer_dir(diff_id)
-        if os.path.isdir(target):
-            shutil.rmtree(layer_dir, ignore_errors=True)
-        else:
-            os.rename(layer_dir, target)
+        self.keep_layer_dir(layer_dir, diff_id)
         return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
+
+    def keep_layer_dir(self, directory: str, diff_id: str) -> None:
+        """Move a finished layer directory into place as the layer `diff_id`'s, or discard it when that layer is
+        stored already (maybe this instant, by a stage or a pull running at the same time: the rename is the
+        test, so two at once never both fail or both stay)."""
+        target = self.layer_dir(diff_id)
+        try:
+            if os.path.isdir(target):  # an empty layer's directory would be replaced, under the mounts using it
+                raise FileExistsError(errno.EEXIST, "stored already", target)
+            os.rename(directory, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(target):
+                raise
+            shutil.rmtree(directory, ignore_errors=True)
 
     def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
         return self.register(make_manifest(config.to_json(), layers), config.to_json())
@@ -213,13 +239,12 @@ class Store:
         manifest_info = self.blobs.put_bytes(manifest_bytes)
         index_digest = self.blobs.put_bytes(index_bytes).digest if index_bytes is not None else None
         image_id = config_info.digest
-        index = self._index()
-        index["images"][image_id] = manifest_info.digest
-        if index_digest is not None:
-            index["indexes"][image_id] = index_digest
-        else:
-            index["indexes"].pop(image_id, None)
-        self._save_index(index)
+        with self._changing_index() as index:
+            index["images"][image_id] = manifest_info.digest
+            if index_digest is not None:
+                index["indexes"][image_id] = index_digest
+            else:
+                index["indexes"].pop(image_id, None)
         return image_id
 
     def layer_pairs(self) -> dict[str, str]:
@@ -238,8 +263,9 @@ class Store:
                 entry: dict[str, Any] = json.load(f)
         except (OSError, ValueError):
             return None
-        diff_id = entry.get("diff_id")
-        if diff_id and not os.path.isdir(self.layer_dir(diff_id)):
+        if not _cache_entry(entry):
+            return None  # damaged: a miss, as an unreadable entry is
+        if not os.path.isdir(self.layer_dir(entry["diff_id"])):
             return None  # pruned since
         return entry
 
@@ -250,9 +276,9 @@ class Store:
         try:
             with open(os.path.join(self.root, "cache", "steps", step + ".json"), encoding="utf-8") as f:
                 data: dict[str, Any] = json.load(f)
-                return data
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("files", {}), dict) else None
 
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
@@ -350,6 +376,17 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
+
+
+def _cache_entry(entry: object) -> bool:
+    """Whether a cache entry read from disk has the shape `cache_put` wrote: a layer's diff_id and blob."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("diff_id"), str) or not entry["diff_id"]:
+        return False
+    try:
+        Descriptor.from_dict(entry.get("blob"))
+    except OCIError:
+        return False
+    return True
 
 
 def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:

@@ -146,12 +146,8 @@ class Stager:
             if staged.compressed is not None:
                 with open(staged.compressed, "rb") as f:
                     self.store.blobs.put(f, expected_digest=staged.blob.digest)
-            target = self.store.layer_dir(staged.diff_id)
             if staged.directory is not None:
-                if os.path.isdir(target):
-                    shutil.rmtree(staged.directory, ignore_errors=True)
-                else:
-                    os.rename(staged.directory, target)
+                self.store.keep_layer_dir(staged.directory, staged.diff_id)
             layers.append(Layer(staged.diff_id, staged.blob))
         self.staged.clear()
         return layers

@@ -299,6 +299,7 @@ def test_a_store_that_is_a_file_is_named(tmp_path: Path) -> None:
         ([], "the following arguments are required: COMMAND (see 'imagebuild --help')"),
         (["lint", "--fail-on", "never"], "argument --fail-on: invalid choice: 'never' (choose from"),
         (["analyze", "busybox", "--layer", "x"], "argument --layer: invalid int value: 'x'"),
+        (["build", "--jobs", "0", "."], "argument --jobs: '0' is not a number of stages (1 or more), e.g. --jobs 4"),
         (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate' (choose from "),  # quoting varies by Python
     ],
 )

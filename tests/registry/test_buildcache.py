@@ -171,3 +171,42 @@ def test_a_layer_missing_from_the_registry_is_a_miss_not_a_failure(
     warning = built.stderr.strip()
     assert len(warning.splitlines()) == 1 and warning.startswith("imagebuild: warning: ") and hexdigest in warning
     assert reader.run("run", "--rm", reader.image_id(built)).stdout == "beta\nalpha\n"
+
+
+PARALLEL = """\
+FROM {base} AS slow
+RUN sleep 2 && echo ran-slow && echo slow > /slow
+FROM {base} AS quick
+RUN echo ran-quick && echo quick > /quick
+FROM {base}
+COPY --from=slow /slow /slow
+COPY --from=quick /quick /quick
+RUN echo ran-final && cat /slow /quick > /both
+"""
+
+
+def written_digest(built: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"^Cache: .* written to .* \(mode=max, (sha256:[0-9a-f]{64})\)", built.stdout, re.MULTILINE)
+    assert found, built.stdout
+    return found.group(1)
+
+
+def test_stages_built_at_once_write_every_stage_and_read_it_back_at_once(
+    registry: Registry, base: str, ctx: Path, tmp_path: Path
+) -> None:
+    """Two stages at once (the quick one ends first): mode=max holds both and the final stage's steps (a COPY
+    --from of a whole file makes the layer its RUN made: 3 layers), in Dockerfile order (the cache a serial build
+    writes is the same bytes), and a fresh store building the stages at once is served every step."""
+    dockerfile(ctx, PARALLEL.format(base=base))
+    writer = Tool(tmp_path / "writer")
+    cache = f"{registry.address}/cache/parallel"
+    built = writer.build(ctx, "--insecure", "--jobs", "4", "--cache-to", f"type=registry,ref={cache}:jobs4,mode=max")
+    assert sorted(ran(built)) == ["ran-final", "ran-quick", "ran-slow"]
+    assert f"Cache: 5 step(s), 3 layer(s) written to {cache}:jobs4 (mode=max" in built.stdout, built.stdout
+    again = writer.build(ctx, "--insecure", "--jobs", "1", "--cache-to", f"type=registry,ref={cache}:jobs1,mode=max")
+    assert ran(again) == [] and written_digest(again) == written_digest(built)
+    reader = Tool(tmp_path / "reader")
+    served = reader.build(ctx, "--insecure", "--jobs", "4", "--cache-from", f"{cache}:jobs4")
+    assert ran(served) == [] and reused(served) == (5, 5), served.stdout
+    assert reader.image_id(served) == writer.image_id(built)
+    assert reader.run("run", "--rm", reader.image_id(served), "cat", "/both").stdout == "slow\nquick\n"

@@ -20,7 +20,7 @@ def test_each_platform_keeps_its_own_entry(tool: Tool, registry: Registry, monke
     store = Store(str(tool.root))
     layers = store.resolve("busybox").layers
     ref = Reference.parse(f"{registry.address}/cache/fleet:1")
-    client = Client(ref.registry, insecure=True, progress=False)
+    client = Client(ref.registry, insecure=True, progress=None)
     written = {}
     for arch, layer in (("arm64", layers[0]), ("amd64", layers[-1]), ("arm64", layers[-1])):
         monkeypatch.setattr(buildcache, "this_platform", lambda arch=arch: Platform(architecture=arch, os="linux"))

@@ -53,3 +53,42 @@ def test_rootless_build_and_run_match_a_root_build(user: User, workspace: Path) 
             out = run("run", "--rm", "app", "sh", "-c", "id -u; head -c 15 /app/www/index.html")
             assert out.split("\n")[:2] == ["1000", "<!doctype html>"]  # the image's USER, reading its page
     assert ids["user"] == ids["root"]
+
+
+def test_rootless_parallel_stages_match_a_serial_build_and_a_failure_leaves_nothing(
+    user: User, workspace: Path
+) -> None:
+    """Stages at once as an ordinary user (each RUN in its own user namespace): the serial build's image, and
+    a failing stage kills the others' commands and cleans their mounts and scratch layers."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if shutil.which("bwrap") is None or not os.path.exists(busybox):
+        pytest.skip("needs bubblewrap and busybox-static")
+    base = busybox_context(workspace, busybox)
+    store = workspace / "store"
+    store.mkdir()
+    os.chown(store, user.uid, user.gid)
+    good, bad = workspace / "good", workspace / "bad"
+    final = "FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n"
+    for path, stage_b in ((good, "RUN echo b > /b"), (bad, "RUN sleep 1 && exit 5")):
+        path.mkdir()
+        (path / "Dockerfile").write_text(
+            f"FROM busybox AS a\nRUN sleep 2 && echo a > /a\nFROM busybox AS b\n{stage_b}\n{final}"
+        )
+    (bad / "Dockerfile").write_text((bad / "Dockerfile").read_text().replace("sleep 2", "sleep 45"))
+    subprocess.run(["chmod", "-R", "a+rX", str(workspace)], check=True)
+
+    def build(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = ["env", f"SOURCE_DATE_EPOCH={EPOCH}", user.python, "-m", "imagebuild", "--root", str(store)]
+        return user.run(*command, "build", *args, check=check)
+
+    build("-t", "busybox", str(base))
+    serial = built_id(build("--no-cache", "--jobs", "1", str(good)).stdout)
+    assert built_id(build("--no-cache", str(good)).stdout) == serial
+    failed = build(str(bad), check=False)
+    assert failed.returncode == 5 and failed.stderr.strip().endswith("RUN failed with exit status 5")
+    assert "cancelled: another stage failed" in failed.stdout
+    assert os.listdir(store / "tmp") == []
+    with open("/proc/self/mountinfo") as info:
+        assert not [line for line in info if str(store) in line]
+    leftovers = subprocess.run(["pgrep", "-f", "-u", str(user.uid), "sleep 45"], capture_output=True, text=True)
+    assert leftovers.stdout == ""
