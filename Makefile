@@ -68,7 +68,8 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Cold build, no-op rebuild and one-file edit of real-world contexts, imagebuild against buildah in the same run.
-# Root; a few minutes for the default contexts (BENCH_BUILD_ARGS="--contexts all" for the whole corpus).
+# Root; a few minutes for the default contexts (BENCH_BUILD_ARGS="--contexts all" for the whole corpus;
+# BENCH_BUILD_ARGS=--rootless for both builders as an ordinary user, buildah with fuse-overlayfs).
 bench-build: install
 	@dpkg-query -W -f='$${Status}\n' mmdebstrap 2>/dev/null | grep -q 'install ok installed' || \
 		$(APT) install -y -qq --no-install-recommends mmdebstrap >/dev/null

@@ -1,20 +1,24 @@
 """Benchmark: what an image build costs with imagebuild, against buildah in the same run.
 
-python bench/build.py [--contexts files,multistage,pyapp|all] [--runs N] [--markdown OUT] [--json OUT]
+python bench/build.py [--rootless] [--contexts files,multistage,pyapp|all] [--runs N] [--markdown OUT] [--json OUT]
 
 For each context of the real-world corpus (tests/realworld/contexts) and each builder, in a fresh store that
 holds only debian:bookworm (built there from the same tarball, untimed): a cold build, a no-op rebuild (nothing
 changed: every step from the cache) and a one-file edit (a line appended to a file only the last COPY takes, then
 a rebuild). imagebuild builds as root; buildah runs `bud --layers --isolation chroot` as root with its default
-storage driver (kernel overlay). The builders alternate from run to run and their order turns each run; the
-median of the runs is reported with the ratio ours / buildah. Targets: cold builds at most 0.8x buildah's
-(geometric mean over the contexts), a no-op rebuild within 1 s. Every store, container and mount is removed after
-each run. Needs root, buildah and mmdebstrap; RUN steps reach Debian's mirror, PyPI and npm.
+storage driver (kernel overlay). With --rootless both build as an ordinary user with a subordinate id range (the
+one tests/rootless makes): imagebuild as the real-world tests run it rootless, buildah with the overlay driver
+through fuse-overlayfs, as rootless buildah and podman use it. The builders alternate from run to run and their
+order turns each run; the median of the runs is reported with the ratio ours / buildah. Targets: cold builds at
+most 0.8x buildah's (geometric mean over the contexts), a no-op rebuild within 1 s. Every store, container and
+mount is removed after each run. Needs root (--rootless drops to the user), buildah and mmdebstrap (and
+fuse-overlayfs for --rootless); RUN steps reach Debian's mirror, PyPI and npm.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -34,13 +38,16 @@ if str(ROOT) not in sys.path:
 from tests.realworld.builders import (  # noqa: E402
     BASE_TAG,
     Buildah,
+    BuildahRootless,
     Builder,
     ImagebuildRoot,
+    ImagebuildRootless,
     Lab,
     failing_step,
     prepare_context,
     tag_of,
 )
+from tests.rootless.conftest import USER, User, ordinary_user, why_no_user  # noqa: E402
 
 DEFAULT_CONTEXTS = ("files", "multistage", "pyapp")
 ALL_CONTEXTS = ("files", "multistage", "pyapp", "apt", "users", "node")
@@ -75,8 +82,11 @@ class Timings:
         return statistics.median(values) if values else None
 
 
-def make_builder(name: str, work: Path) -> Builder:
-    return ImagebuildRoot(work) if name == "imagebuild" else Buildah(work)
+def make_builder(name: str, work: Path, user: User | None) -> Builder:
+    """The builder, as root, or with `user` as that ordinary user."""
+    if user is None:
+        return ImagebuildRoot(work) if name == "imagebuild" else Buildah(work)
+    return ImagebuildRootless(work, user) if name == "imagebuild" else BuildahRootless(work, user)
 
 
 def timed_build(builder: Builder, context: Path, tag: str) -> float:
@@ -88,13 +98,14 @@ def timed_build(builder: Builder, context: Path, tag: str) -> float:
     return seconds
 
 
-def one_run(context: str, builder_name: str, scratch: Path, timings: Timings) -> None:
+def one_run(context: str, builder_name: str, scratch: Path, timings: Timings, user: User | None = None) -> None:
     """The three cases for one context and builder, in a store of their own, removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix=f"{context}-{builder_name}-", dir=scratch))
     os.chmod(work, 0o755)
-    builder = make_builder(builder_name, work)
-    lab = Lab(work, {builder_name: builder})
+    lab: Lab | None = None
     try:
+        builder = make_builder(builder_name, work, user)
+        lab = Lab(work, {builder_name: builder})
         base = prepare_context("base", lab.contexts)
         ok, output = builder.build(base, BASE_TAG)
         if not ok:
@@ -111,7 +122,7 @@ def one_run(context: str, builder_name: str, scratch: Path, timings: Timings) ->
         timings.failures.append(f"{context} {builder_name}: {e}")
         print(f"  FAILED {context} {builder_name}: {e}", flush=True)
     finally:
-        left = lab.close()
+        left = lab.close() if lab is not None else []
         shutil.rmtree(work, ignore_errors=True)
         if left:
             timings.failures.append(f"{context} {builder_name} left behind: {left}")
@@ -160,6 +171,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contexts", default=",".join(DEFAULT_CONTEXTS), help="comma-separated, or 'all'")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--rootless", action="store_true", help="both builders as an ordinary user (buildah with fuse-overlayfs)"
+    )
     parser.add_argument("--markdown", help="write the table and verdicts here too")
     parser.add_argument("--json", help="write every run's seconds here")
     args = parser.parse_args()
@@ -169,23 +183,27 @@ def main() -> int:
         parser.error(f"unknown contexts: {', '.join(unknown)} (known: {', '.join(ALL_CONTEXTS)})")
     if os.geteuid() != 0:
         parser.error("needs root (buildah's overlay storage, as the real-world tests run it)")
-    for tool in ("buildah", "mmdebstrap", "fusermount3"):
+    for tool in ("buildah", "mmdebstrap", "fusermount3", *(("fuse-overlayfs", "newuidmap") if args.rootless else ())):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed: make deps, and apt-get install mmdebstrap")
+    if args.rootless and (reason := why_no_user()) is not None:
+        parser.error(reason)
     scratch = Path(tempfile.mkdtemp(prefix="imagebuild-bench-build-", dir="/var/tmp"))
     os.chmod(scratch, 0o755)
     timings = Timings()
     try:
-        for run in range(args.runs):
-            order = BUILDERS if run % 2 == 0 else BUILDERS[::-1]
-            for context in contexts:
-                for builder_name in order:
-                    print(f"run {run + 1}/{args.runs}: {context} with {builder_name}", flush=True)
-                    one_run(context, builder_name, scratch, timings)
+        with ordinary_user() if args.rootless else contextlib.nullcontext() as user:
+            for run in range(args.runs):
+                order = BUILDERS if run % 2 == 0 else BUILDERS[::-1]
+                for context in contexts:
+                    for builder_name in order:
+                        print(f"run {run + 1}/{args.runs}: {context} with {builder_name}", flush=True)
+                        one_run(context, builder_name, scratch, timings, user)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows, verdicts = report(timings, contexts)
-    print(f"\nmedians of {args.runs} run(s), wall-clock seconds:")
+    who = f"rootless (as {USER}; buildah with fuse-overlayfs)" if args.rootless else "as root (buildah: kernel overlay)"
+    print(f"\n{who}: medians of {args.runs} run(s), wall-clock seconds:")
     print("\n".join(rows))
     print("\n".join(verdicts))
     for failure in timings.failures:

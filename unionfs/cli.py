@@ -28,7 +28,8 @@ options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take 
                      '.wh.NAME' file; auto picks chardev where allowed
   metacopy=on        chmod/chown/utimes/xattr changes copy metadata only, data on first write (the
                      upper then needs its lowers: not a standalone layer)
-  fsync=0            do not fsync copied-up files (faster, less safe on power loss)
+  fsync=0            sync nothing: copy-ups are not fsynced and fsync(2) on the mount returns at
+                     once (for a throw-away upper, such as a build step's; unsafe on power loss)
   allow_other        let other users use the mount (needs user_allow_other in /etc/fuse.conf)
   uidmapping=C:H:L[:C:H:L...], gidmapping=...
                      show stored (image) ids C.. as H.. and store requests from H.. as C..

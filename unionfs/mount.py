@@ -168,6 +168,7 @@ def serve(config: MountConfig, ready: Callable[[], None], owner_fd: int | None =
     # Privileged, the kernel checks permissions (default_permissions): FUSE_POSIX_ACL has it honour ACL entries
     # too, reading each inode's ACL once. Unprivileged it must not: it would turn default_permissions on.
     ops.enable_acl = privileged
+    ops.sync_files = config.fsync
     try:
         pyfuse3.init(ops, config.mountpoint, fuse_options(config, privileged))
     except BaseException:

@@ -122,6 +122,7 @@ class UnionOperations(pyfuse3.Operations):
         # how long the kernel may trust entries, attributes and failed lookups: every change passes through it
         self.timeout = timeout
         self.ids = ids or IdMap()
+        self.sync_files = True  # fsync=0: fsync(2) and fdatasync(2) on the mount sync nothing (see fsync)
         self.inodes = InodeTable()
         self._files: dict[int, FileHandle] = {}
         self._dirs: dict[int, tuple[int, Node, Listing[Entry]]] = {}
@@ -423,6 +424,9 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def fsync(self, fh: int, datasync: bool) -> None:
+        # fsync=0: ENOSYS, once; the kernel then answers every fsync(2) and fdatasync(2) itself, with success.
+        if not self.sync_files:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         fd = self._files[fh].fd
         if datasync:
             os.fdatasync(fd)
@@ -474,6 +478,8 @@ class UnionOperations(pyfuse3.Operations):
 
     @translate
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        if not self.sync_files:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return None
 
     @translate

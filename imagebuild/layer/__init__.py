@@ -2,9 +2,9 @@
 
 from imagebuild.layer.errors import LayerError
 from imagebuild.layer.extract import extract_layer_tar
+from imagebuild.layer.gzipped import compress_gzip
 from imagebuild.layer.tar import (
     ZSTD_AVAILABLE,
-    compress_gzip,
     compress_zstd,
     layer_digests,
     layer_headers,

@@ -1,4 +1,4 @@
-"""Layer directory -> deterministic OCI layer tar, and deterministic compression.
+"""Layer directory -> deterministic OCI layer tar, and deterministic zstd compression (gzip: gzipped.py).
 
 The tar (`write_layer_tar`) is a pure function of the layer's names, contents and metadata (and the clamp):
 - PAX format; names relative without `./`, directories with a trailing `/`; no layer-root entry.
@@ -27,7 +27,6 @@ symlinks found in the layer are recorded, never followed.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 ZSTD_AVAILABLE = ZSTD is not None
-GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 _MARKER_MODE = 0o644
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -381,18 +379,6 @@ def layer_digests(
         write_layer_tar(layer_dir, buffered, mtime_clamp=mtime_clamp, host_owner=host_owner)
         buffered.flush()
         return sink.digest, sink.size
-
-
-def compress_gzip(src: BinaryIO, dst: BinaryIO, *, level: int = GZIP_LEVEL) -> tuple[str, int]:
-    """Gzip `src` into `dst` deterministically (mtime 0, no file name, fixed level).
-
-    Returns the sha256 digest and size of the compressed bytes (the layer's descriptor values).
-    """
-    tee = _HashingWriter(dst)
-    with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=tee, mtime=0) as gz:
-        while chunk := src.read(CHUNK):
-            gz.write(chunk)
-    return tee.digest, tee.size
 
 
 def compress_zstd(src: BinaryIO, dst: BinaryIO, *, level: int = ZSTD_LEVEL) -> tuple[str, int]:

@@ -18,20 +18,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
-from imagebuild.layer import LayerError, compress_gzip, settle_mtimes, write_layer_tar
+from imagebuild.layer import LayerError, settle_mtimes, write_layer_tar
+from imagebuild.layer._fs import CHUNK, syncfs
+from imagebuild.layer.gzipped import GzipWriter
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def default_root() -> str:
@@ -189,25 +197,26 @@ class Store:
         The directory's mtimes become the tar's first (whole seconds; with `mtime_clamp`, SOURCE_DATE_EPOCH, none
         later than it), so the layer mounts here with the times it has wherever it is pulled or imported."""
         settle_mtimes(layer_dir, mtime_clamp)
-        raw_fd, raw_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="layer-")
+        # The directory reaches the disk before it becomes a layer (a RUN step's mount syncs nothing: fsync=0),
+        # flushed by the kernel while the tar is made. The tar streams through its sha256 (the diff_id) into the
+        # compressor, which deflates on every core.
+        flushed = _Flush(layer_dir)
+        gz_fd, gz_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="gz-")
         try:
-            with os.fdopen(raw_fd, "w+b") as raw:
-                hasher = _Sha256Writer(raw)
-                write_layer_tar(layer_dir, cast(BinaryIO, hasher), mtime_clamp=mtime_clamp, host_owner=_host_owner())
+            with os.fdopen(gz_fd, "w+b") as gz:
+                with GzipWriter(cast(BinaryIO, gz)) as compressed:
+                    hasher = _Sha256Writer(cast(BinaryIO, compressed))
+                    with io.BufferedWriter(hasher, CHUNK) as buffered:
+                        write_layer_tar(
+                            layer_dir, cast(BinaryIO, buffered), mtime_clamp=mtime_clamp, host_owner=_host_owner()
+                        )
                 diff_id = hasher.digest()
-                raw.seek(0)
-                gz_fd, gz_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="gz-")
-                try:
-                    with os.fdopen(gz_fd, "w+b") as gz:
-                        compress_gzip(raw, gz)
-                        gz.seek(0)
-                        info = self.blobs.put(gz)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(gz_path)
+                gz.seek(0)
+                info = self.blobs.put(gz)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(raw_path)
+                os.unlink(gz_path)
+            flushed.wait()
         self.keep_layer_dir(layer_dir, diff_id)
         return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
 
@@ -411,19 +420,44 @@ def _host_owner() -> tuple[int, int] | None:
     return None if os.geteuid() == 0 else (os.geteuid(), os.getegid())
 
 
-class _Sha256Writer:
-    def __init__(self, sink: Any) -> None:
-        import hashlib
+class _Flush:
+    """syncfs(2) of the filesystem holding `path`, in a thread of its own (the kernel does the work, without the
+    GIL); `wait` returns when it is done and raises what it raised."""
 
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="syncfs", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            syncfs(self._fd)
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(self._fd)
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class _Sha256Writer(io.RawIOBase):
+    """A write-only stream that hashes what passes on to `sink`."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        super().__init__()
         self._sink = sink
         self._hash = hashlib.sha256()
 
-    def write(self, data: bytes) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
         self._hash.update(data)
         return int(self._sink.write(data))
-
-    def flush(self) -> None:
-        self._sink.flush()
 
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()

@@ -103,6 +103,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for rule, where in allowed_counts.items():
         patterns, kinds = " ".join(rule.patterns), " ".join(sorted(rule.kinds))
         terminalreporter.write_line(f"  {patterns} ({kinds}): {', '.join(where) or 'none'}")
+    for (context, builder), result in sorted(lab.results.items()):
+        if result.retried:
+            outcome = "built" if result.built else "failed again"
+            terminalreporter.write_line(
+                f"built twice after a network error ({outcome}): {context} by {builder}: {result.retried}"
+            )
     totals = {b: sum(r.seconds for (_, rb), r in lab.results.items() if rb == b and r.built) for b in BUILDERS}
     for (context, builder), count in sorted(lab.stale_pycs.items()):
         terminalreporter.write_line(f"stale .pyc files in the exported {context} image of {builder}: {count}")

@@ -90,15 +90,23 @@ def python_for_users() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def user() -> Iterator[User]:
+def why_no_user() -> str | None:
+    """Why an ordinary user cannot be made here, or None."""
     if os.geteuid() != 0:
-        pytest.skip("rootless tests create an ordinary user: run the suite as root (CI does)")
+        return "rootless tests create an ordinary user: run the suite as root (CI does)"
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
+        return "setpriv (util-linux) is not installed"
+    if python_for_users() is None:
+        return "no system python3 of this version for an ordinary user to run"
+    return None
+
+
+@contextlib.contextmanager
+def ordinary_user() -> Iterator[User]:
+    """The test user, made if missing, with a subordinate id range and a world-readable copy of the packages it
+    runs (see why_no_user for what this needs)."""
     python = python_for_users()
-    if python is None:
-        pytest.skip("no system python3 of this version for an ordinary user to run")
+    assert python is not None, why_no_user()
     try:
         pwd.getpwnam(USER)
     except KeyError:
@@ -128,6 +136,15 @@ def user() -> Iterator[User]:
         os.chmod("/dev/fuse", fuse_mode & 0o7777)
         with contextlib.suppress(OSError):
             shutil.rmtree(base)
+
+
+@pytest.fixture(scope="session")
+def user() -> Iterator[User]:
+    reason = why_no_user()
+    if reason is not None:
+        pytest.skip(reason)
+    with ordinary_user() as made:
+        yield made
 
 
 def give_subordinate_ids(name: str, count: int = 65536) -> None:
