@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from imagebuild.builder import copysource, copystep
+from imagebuild.builder import addurl, copysource, copystep
 from imagebuild.builder.copydest import CopyError
 from imagebuild.builder.copyflags import parse_chmod
 from imagebuild.builder.copysource import ContextTree
@@ -30,6 +30,7 @@ class CopyPlan:
     request: CopyRequest
     files: dict[str, str]  # per-file digests, for --explain-cache
     content: str
+    urls: addurl.Downloads | None = None  # ADD of URLs: what is (or will be) downloaded
 
 
 class CopySteps(StepBase):
@@ -64,12 +65,11 @@ class CopySteps(StepBase):
         if source_stage is not None:
             state_key = self._source_state(instruction, source_stage).key
             return CopyPlan(request, {}, sha(state_key, *request.sources))
-        for source in request.sources:
-            if instruction.cmd == "ADD" and "://" in source:
-                raise BuildError(
-                    f"{self._where(instruction)}: ADD of a URL is not supported: download it in a RUN "
-                    "step, or into the context and COPY it"
-                )
+        urls = addurl.for_step(
+            instruction.cmd, request.sources, flags, self.store.scratch_dir, self._where(instruction)
+        )
+        if urls is not None:
+            return CopyPlan(request, *urls.key(), urls)
         try:
             side = self._context_side()
             matches = copysource.find(request.sources, side.tree, side.what, side.excluded)
@@ -105,7 +105,10 @@ class CopySteps(StepBase):
         layer = self.store.scratch_dir("layer-")
         try:
             with self._rootfs(state) as image, self._source_side(instruction) as side:
-                copystep.run(plan.request, image, side, layer)
+                if plan.urls is not None:
+                    plan.urls.write(plan.request, image, layer)
+                else:
+                    copystep.run(plan.request, image, side, layer)
         except BaseException as exc:
             shutil.rmtree(layer, ignore_errors=True)
             if isinstance(exc, CopyError):

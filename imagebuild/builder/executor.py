@@ -84,7 +84,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
                 worker.out.close()
 
         run_stages(graph, wanted, build_stage, jobs, self.cancel)
-        self.stages.update(stage_names(stages, built))
+        self.stages.update(stage_names(stages, dict(sorted(built.items()))))  # Dockerfile order, as --cache-to writes
         self.reports.sort(key=lambda report: report.number)
         state = built[target.index]
         return self._commit(state), state
@@ -179,6 +179,8 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         step_id = sha(state.key, text)
         key = sha(step_id, content)
         entry = None if self.options.no_cache else self.store.cache_get(key)
+        if entry is None and not self.options.no_cache and self.options.cache_from is not None:
+            entry = self.options.cache_from(key)
         if entry is not None:
             layer = Layer(entry["diff_id"], Descriptor.from_dict(entry["blob"]))
             created = str(entry.get("created") or self._created())
@@ -194,11 +196,14 @@ class Builder(ConfigSteps, RunStep, CopySteps):
             created = self._created()
             self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict(), "created": created})
             self._say(f" ---> {layer.diff_id[7:19]}")
+        if plan is not None and plan.urls is not None:
+            plan.urls.close()
         self.store.step_put(step_id, {"files": files})
         if self.options.explain:
             self._say(f" ---> cache {'hit' if entry is not None else 'miss'}: {why}")
         self.reports.append(StepReport(self._step, instruction.original, entry is not None, why))
         state.layers.append(layer)
+        state.steps.append((key, layer, created))
         state.key = key
         state.created = created
         self._history(state, instruction, empty=False)

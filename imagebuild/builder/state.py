@@ -20,6 +20,7 @@ class StageState:
     args: dict[str, str] = field(default_factory=dict)  # ARG values in scope
     key: str = ""  # the cache chain: what every step so far was and saw
     created: str | None = None  # when the newest layer so far was made (a reused step's: when it was built)
+    steps: list[tuple[str, Layer, str]] = field(default_factory=list)  # (cache key, layer, created): --cache-to
 
     @classmethod
     def from_image(cls, image: Image | None) -> StageState:

@@ -9,6 +9,7 @@ import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from imagebuild.builder.console import Stream
 from imagebuild.builder.scheduler import Cancel, KeyedLocks
@@ -28,10 +29,11 @@ class Options:
     no_cache: bool = False
     explain: bool = False
     epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
-    insecure: bool = False  # FROM a registry over plain http
+    insecure: bool = False  # FROM, --cache-from and --cache-to over plain http
     progress: Callable[[str], None] | None = None  # told a FROM pull's progress, line by line
     jobs: int | None = None  # stages built at once; None: scheduler.default_jobs()
     secrets: dict[str, bytes] = field(default_factory=dict)  # --secret, by id: for RUN --mount=type=secret
+    cache_from: Callable[[str], dict[str, Any] | None] | None = None  # --cache-from: a key's entry, when cached there
 
 
 @dataclass

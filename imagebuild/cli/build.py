@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import BinaryIO
 
 from imagebuild import context as build_context
 from imagebuild import lint
 from imagebuild.analyze import human
-from imagebuild.builder import secrets
+from imagebuild.builder import outputs, remotecache, secrets
 from imagebuild.builder.executor import Builder, Options
 from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_values
 from imagebuild.cli.exchange import registry_progress
@@ -18,8 +19,14 @@ from imagebuild.dockerfile import parse_file
 from imagebuild.store.images import Store, normalize_tag
 
 
-def cmd_build(store: Store, args: argparse.Namespace) -> None:
+def warn(text: str) -> None:
+    print(f"imagebuild: warning: {text}", file=sys.stderr, flush=True)
+
+
+def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     check_names(args.tag)
+    wanted = [outputs.parse(text) for text in args.output]
+    outputs.check(wanted)
     timestamp = epoch(args.timestamp)
     root = args.context
     dockerfile = find_dockerfile(root, args.file)
@@ -45,8 +52,15 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         args.jobs,
         secrets.parse(args.secret),
     )
+    remotecache.check_specs(args.cache_from, args.cache_to)
+    if args.cache_from:
+        sources = remotecache.Sources(store, args.cache_from, args.insecure, warn)
+        options.cache_from = sources.lookup
+        print(f"Cache: {sources.records} step(s) known in {', '.join(args.cache_from)}", flush=True)
     builder = Builder(store, ctx, df, options, sys.stdout)
-    image_id, _state = builder.build()
+    image_id, state = builder.build()
+    for line in remotecache.export(store, state, builder.stages.values(), args.cache_to, args.insecure, warn):
+        print(line)
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)
     print(f"Cache: {hits} of {len(layered)} layer steps reused")
@@ -61,6 +75,10 @@ def cmd_build(store: Store, args: argparse.Namespace) -> None:
         print(f"Successfully tagged {normalize_tag(tag)}")
     if not args.tag:
         print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
+    for output in wanted:
+        outputs.write(store, store.resolve(image_id), output, [normalize_tag(t) for t in args.tag], stdout)
+        where = "standard output" if output.to_stdout else output.dest
+        print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {where} ({output.kind})")
 
 
 def cmd_lint(args: argparse.Namespace) -> int:

@@ -4,12 +4,14 @@ root, unionfs's errors, OSError) into one line and an exit status."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 
 from imagebuild.analyze import human
+from imagebuild.builder import outputs
 from imagebuild.cli.build import cmd_build, cmd_lint
 from imagebuild.cli.checks import check_names
 from imagebuild.cli.containers import cmd_mount, cmd_umount
@@ -37,7 +39,10 @@ def run_command(args: argparse.Namespace) -> int:
         return cmd_lint(args)
     store = open_store(args.root or default_root())
     if args.command == "build":
-        cmd_build(store, args)
+        stdout = sys.stdout.buffer  # `-o -` writes there; the build's own output then goes to stderr, as buildx's
+        to_stdout = any(outputs.parse(text).to_stdout for text in args.output)
+        with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+            cmd_build(store, args, stdout)
     elif args.command == "images":
         cmd_images(store)
     elif args.command == "inspect":

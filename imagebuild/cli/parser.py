@@ -61,7 +61,17 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
-    b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
+    b.add_argument("--insecure", action="store_true", help="FROM, --cache-from and --cache-to over plain http")
+    b.add_argument(
+        "--cache-from", action="append", default=[], metavar="type=registry,ref=REF", help="reuse a registry cache"
+    )
+    b.add_argument(
+        "--cache-to",
+        action="append",
+        default=[],
+        metavar="type=registry,ref=REF[,mode=min|max]",
+        help="write the build cache to a registry",
+    )
     b.add_argument(
         "--secret",
         action="append",
@@ -73,6 +83,14 @@ def parser() -> argparse.ArgumentParser:
         "--timestamp",
         metavar="SECONDS",
         help="as SOURCE_DATE_EPOCH: clamp newer mtimes to it, date the image with it, give it to RUN",
+    )
+    b.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=[],
+        metavar="type=local|tar|oci,dest=PATH",
+        help="also write the result: the rootfs to a directory (local) or a tar, or the image as an OCI layout tar",
     )
     b.add_argument("context", metavar="CONTEXT")
 

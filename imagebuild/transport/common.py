@@ -130,6 +130,17 @@ class Stager:
             ImageConfig.from_json(config_bytes)
         except OCIError as exc:
             raise self.fail(f"bad image config: {exc}") from None
+        layers = self.commit_layers()
+        if manifest_bytes is None:
+            manifest_bytes = make_manifest(config_bytes, layers)
+        image_id = self.store.register(manifest_bytes, config_bytes, index_bytes)
+        for tag in tags:
+            self.store.tag(image_id, tag)
+        self.discard()
+        return image_id
+
+    def commit_layers(self) -> list[Layer]:
+        """Move the staged layers' blobs and directories into the store (no image named); the layers, in order."""
         layers = []
         for staged in self.staged:
             if staged.compressed is not None:
@@ -138,13 +149,8 @@ class Stager:
             if staged.directory is not None:
                 self.store.keep_layer_dir(staged.directory, staged.diff_id)
             layers.append(Layer(staged.diff_id, staged.blob))
-        if manifest_bytes is None:
-            manifest_bytes = make_manifest(config_bytes, layers)
-        image_id = self.store.register(manifest_bytes, config_bytes, index_bytes)
-        for tag in tags:
-            self.store.tag(image_id, tag)
-        self.discard()
-        return image_id
+        self.staged.clear()
+        return layers
 
     def discard(self) -> None:
         for path in self._scratch:
