@@ -12,14 +12,11 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from types import FrameType
 from typing import Any, NoReturn
 
-from imagebuild import analyze, lint, sandbox, transport, userns
+from imagebuild import analyze, container, lint, runspec, transport
 from imagebuild import context as build_context
 from imagebuild.analyze import human
 from imagebuild.builder.executor import Builder, Options
@@ -146,7 +143,16 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command (default: the image's ENTRYPOINT and CMD) in an image")
     run.add_argument("--rm", action="store_true", help="remove the container layer afterwards")
     run.add_argument("--name", help="the container layer's name (kept under the store without --rm)")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="VAR[=VALUE]", help="VAR alone: the caller's")
+    run.add_argument("--env-file", action="append", default=[], metavar="FILE", help="VAR=VALUE lines (docker's)")
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/tcp|udp]")
+    run.add_argument("--network", "--net", help="host (the default without -p), none, or bridge (with -p)")
+    run.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CTR[:ro]", help="bind a host path")
+    run.add_argument("-w", "--workdir", metavar="DIR", help="the working directory (made when missing)")
+    run.add_argument("-u", "--user", metavar="USER[:GROUP]", help="names from the image's /etc/passwd, or ids")
+    run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
+    run.add_argument("-t", "--tty", action="store_true", help="a terminal for the command")
+    run.add_argument("--entrypoint", help="replaces the image's ENTRYPOINT (and drops its CMD)")
     run.add_argument("image")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     return p
@@ -427,57 +433,15 @@ def cmd_umount(mountpoint: str) -> None:
 
 def cmd_run(store: Store, args: argparse.Namespace) -> int:
     image = store.resolve(args.image)
-    config = image.config.config
-    argv = list(args.cmd) if args.cmd else [*(config.entrypoint or []), *(config.cmd or [])]
-    if args.cmd and config.entrypoint:
-        argv = [*config.entrypoint, *args.cmd]
-    if not argv:
-        raise BuildError(f"image '{args.image}' has no ENTRYPOINT or CMD: give a command to run")
+    spec = runspec.spec(args, image.config.config, os.environ, container.env_files(args.env_file, os.environ))
+    for warning in spec.warnings:
+        print(f"imagebuild: warning: {warning}", file=sys.stderr)
     name = container_name(image, args.name)
-    ranges = userns.ranges()
-    namespace = None if ranges is None else userns.Namespace(*ranges)
-    rootfs = sandbox.mountpoint(private=namespace is None)
-    mount = image_mount(store, image, rootfs, name, sandbox.union_options(config.user, namespace is not None))
-    env = {**dict(e.partition("=")[::2] for e in config.env), **key_values(args.env, "-e")}
-    child: subprocess.Popen[bytes] | None = None
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-
-    # SIGTERM/SIGINT stop the command; they never cut the cleanup short (unmount, --rm)
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    names = sandbox.names_dir()
     try:
-        if namespace is not None:
-            mount.enter = namespace.open().daemon()
-        mount.mount()
-        if namespace is None:
-            user = sandbox.resolve_user(rootfs, config.user)
-            binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(rootfs, name)))
-            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, binds=binds)
-        else:
-            namespace.makedirs(*(os.path.join(rootfs, d) for d in ("dev", "proc", "etc")))
-            user = sandbox.resolve_user(rootfs, config.user, namespace.read)
-            binds = sandbox.name_files(names, lambda name: namespace.is_link(os.path.join(rootfs, name)))
-            namespace.create(*(os.path.join(rootfs, target.lstrip("/")) for _, target in binds))
-            child = sandbox.spawn(rootfs, argv, env, config.working_dir or "/", user, namespace.enter(), binds)
-        status = child.wait()
-    except MountError as exc:
-        raise BuildError(f"cannot mount image '{args.image}': {exc}") from None
+        return container.run(spec, lambda path, options: image_mount(store, image, path, name, options))
     finally:
-        try:
-            mount.unmount()
-            if namespace is not None:
-                namespace.close()
-            sandbox.remove_mountpoint(rootfs)
-            shutil.rmtree(names, ignore_errors=True)
-            if args.rm:
-                shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-    return status if status >= 0 else 128 - status
+        if args.rm:
+            shutil.rmtree(os.path.join(store.root, "containers", name), ignore_errors=True)
 
 
 def cmd_login(args: argparse.Namespace) -> None:

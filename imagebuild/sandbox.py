@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
+import termios
 from collections.abc import Callable, Mapping, Sequence
 
 from imagebuild.errors import BuildError
@@ -133,9 +135,11 @@ def bwrap_command(
     user: tuple[int, int] = (0, 0),
     inside: bool = False,
     binds: Sequence[tuple[str, str]] = (),
+    options: Sequence[str] = (),
 ) -> list[str]:
     """bubblewrap's command line. `inside`: it runs as the root of a user namespace that maps every id of the
-    container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone)."""
+    container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone).
+    `options`: more of bubblewrap's, after the rootfs and `binds` are set up (a `run`'s -v binds, say)."""
     tool = shutil.which("bwrap")
     if tool is None:
         raise BuildError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
@@ -168,7 +172,7 @@ def bwrap_command(
     command += ["--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", workdir or "/"]
     for source, target in binds:
         command += ["--bind", source, target]
-    command += ["--die-with-parent", "--clearenv"]
+    command += [*options, "--die-with-parent", "--clearenv"]
     for key, value in env.items():
         command += ["--setenv", key, value]
     return [*command, "--", *argv]
@@ -226,10 +230,28 @@ def spawn(
     user: tuple[int, int] = (0, 0),
     enter: Sequence[str] = (),
     binds: Sequence[tuple[str, str]] = (),
+    options: Sequence[str] = (),
+    inside: bool | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    terminal: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the command; `enter`: in the container's user namespace (userns.py), where the caller prepared the
-    rootfs (bubblewrap, its root there, makes the files `binds` need)."""
-    if not enter:
+    """Start the command; `enter`: a prefix that starts it in the container's namespaces (userns.py), where
+    the caller prepared the rootfs (bubblewrap, its root there, makes the files `binds` need); `inside`: whether
+    that prefix makes bubblewrap the root of a namespace mapping every container id (by default, when there is
+    one). `terminal`: a terminal's fd for the command's stdin, stdout and stderr and its controlling terminal,
+    in a session of its own."""
+    inside = bool(enter) if inside is None else inside
+    if not inside:
         prepare(rootfs, binds)
-    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=bool(enter), binds=binds)]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec(rootfs, user))
+    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=inside, binds=binds, options=options)]
+    before = preexec(rootfs, user)
+    if terminal is None:
+        return subprocess.Popen(command, stdin=stdin, preexec_fn=before)
+
+    def controlling_terminal() -> None:
+        if before is not None:
+            before()
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal, preexec_fn=controlling_terminal)
