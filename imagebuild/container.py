@@ -75,19 +75,19 @@ class Rootfs:
                 os.close(os.open(self.host(path), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
 
 
-def bind_options(spec: RunSpec, rootfs: Rootfs) -> tuple[list[str], str]:
-    """bubblewrap's -v binds and the working directory, each resolved in the image (its symlinks followed within
-    the container) and made when missing, as docker makes them."""
-    options: list[str] = []
+def volumes(spec: RunSpec, rootfs: Rootfs) -> tuple[list[tuple[str, str, bool]], str]:
+    """The -v binds and the working directory, each resolved in the image (its symlinks followed within the
+    container) and made when missing, as docker makes them."""
+    found: list[tuple[str, str, bool]] = []
     directories: list[str] = []
     files: list[str] = []
     for bind in spec.binds:
         target = scoped(bind.target, rootfs.readlink)
         (directories if os.path.isdir(bind.source) else files).append(target)
-        options += ["--ro-bind" if bind.read_only else "--bind", bind.source, target]
+        found.append((bind.source, target, bind.read_only))
     workdir = scoped(spec.workdir, rootfs.readlink)
     rootfs.make([*directories, workdir], files)
-    return options, workdir
+    return found, workdir
 
 
 def run(spec: RunSpec, mount_for: MountFor) -> int:
@@ -121,9 +121,8 @@ def run(spec: RunSpec, mount_for: MountFor) -> int:
         binds = sandbox.name_files(names, lambda name: rootfs.readlink("/" + name) is not None)
         if namespace is not None:
             namespace.create(*(rootfs.host(target) for _, target in binds))
-        options, workdir = bind_options(spec, rootfs)
-        if spec.network == "none":
-            options.append("--unshare-net")
+        mounts, workdir = volumes(spec, rootfs)
+        options = ["--unshare-net"] if spec.network == "none" else []
         enter = [*(namespace.enter() if namespace else []), *(network.enter() if network else [])]
         if spec.tty:
             terminal = Terminal()
@@ -140,6 +139,7 @@ def run(spec: RunSpec, mount_for: MountFor) -> int:
             inside=namespace is not None,
             stdin=None if spec.interactive else subprocess.DEVNULL,
             terminal=terminal.inside if terminal else None,
+            volumes=mounts,
         )
         status = terminal.relay(child, spec.interactive) if terminal else child.wait()
     except MountError as exc:

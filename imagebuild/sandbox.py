@@ -222,6 +222,32 @@ def prepare(rootfs: str, binds: Sequence[tuple[str, str]] = ()) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
 
+# Binds made before bubblewrap starts, by the container's root: SOURCE TARGET ro|rw triples, then `--`, the command.
+BIND_SCRIPT = (
+    'while [ "$1" != -- ]; do mount --bind -- "$1" "$2" || exit 125; '
+    'if [ "$3" = ro ]; then mount -o remount,bind,ro -- "$2" || exit 125; fi; shift 3; done; shift; exec "$@"'
+)
+
+
+def volume_mounts(
+    rootfs: str, user: tuple[int, int], inside: bool, volumes: Sequence[tuple[str, str, bool]], options: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """A command prefix and bubblewrap's options that bind `volumes`. bubblewrap binds them itself when it runs as
+    the container's root. When it runs as the image's USER, it could not reach a source its user may not (a
+    directory under /root, say) where docker's daemon binds as root: so the container's root binds them first,
+    in a mount namespace of the command's own, onto the directory bubblewrap then binds as the container's /."""
+    drops = user != (0, 0) and (os.geteuid() == 0 or inside)
+    if not drops:
+        flags = [arg for s, t, ro in volumes for arg in ("--ro-bind" if ro else "--bind", s, t)]
+        return [], [*options, *flags]
+    if not volumes:
+        return [], list(options)
+    base = rootfs if inside else os.path.dirname(rootfs)  # where bwrap_command finds the container's /
+    triples = [arg for s, t, ro in volumes for arg in (s, os.path.join(base, t.lstrip("/")), "ro" if ro else "rw")]
+    prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", BIND_SCRIPT, "sh", *triples, "--"]
+    return prefix, list(options)
+
+
 def spawn(
     rootfs: str,
     argv: Sequence[str],
@@ -234,16 +260,20 @@ def spawn(
     inside: bool | None = None,
     stdin: int | None = subprocess.DEVNULL,
     terminal: int | None = None,
+    volumes: Sequence[tuple[str, str, bool]] = (),
 ) -> subprocess.Popen[bytes]:
     """Start the command; `enter`: a prefix that starts it in the container's namespaces (userns.py), where
     the caller prepared the rootfs (bubblewrap, its root there, makes the files `binds` need); `inside`: whether
     that prefix makes bubblewrap the root of a namespace mapping every container id (by default, when there is
     one). `terminal`: a terminal's fd for the command's stdin, stdout and stderr and its controlling terminal,
-    in a session of its own."""
+    in a session of its own. `volumes`: host paths bound at container paths (free of symlinks), read-only or not.
+    """
     inside = bool(enter) if inside is None else inside
     if not inside:
         prepare(rootfs, binds)
-    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=inside, binds=binds, options=options)]
+    bound, options = volume_mounts(rootfs, user, inside, volumes, options)
+    bwrap = bwrap_command(rootfs, argv, env, workdir, user, inside=inside, binds=binds, options=options)
+    command = [*enter, *bound, *bwrap]
     before = preexec(rootfs, user)
     if terminal is None:
         return subprocess.Popen(command, stdin=stdin, preexec_fn=before)

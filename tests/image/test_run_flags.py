@@ -115,6 +115,11 @@ def test_volumes_show_host_files_and_ro_refuses_writes(tool: Tool, tmp_path: Pat
     upper = tool.root / "containers" / "binds" / "upper"
     recorded = [str(p.relative_to(upper)) for p in upper.rglob("*")]
     assert not [p for p in recorded if "from-" in p or (p.endswith("app.conf") and (upper / p).stat().st_size)]
+    # a USER reads what the bind shows, though it may not pass the host directories above it (pytest's are 0700),
+    # as under docker, whose daemon binds as root
+    os.chmod(tmp_path, 0o700)
+    as_user = tool.run("run", "--rm", "-u", "4242", "-v", f"{share}:/srv:ro", "busybox", "cat", "/srv/from-host.txt")
+    assert as_user.stdout == "made on the host\n"
     ro = tool.run("run", "--rm", "-v", f"{share}:/data:ro", "busybox", "touch", "/data/x", check=False)
     assert ro.returncode != 0 and "Read-only file system" in ro.stderr
     missing = tool.run("run", "--rm", "-v", f"{tmp_path}/absent:/data", "busybox", "true", check=False)

@@ -115,6 +115,15 @@ def test_volumes_bind_the_users_files(store: Store, workspace: Path, user: User)
     assert made.read_text() == "back\n" and made.stat().st_uid == user.uid  # the container's root is the user
     ro = store.run("run", "--rm", "-v", f"{share}:/data:ro", "busybox:1.35", "touch", "/data/x", check=False)
     assert ro.returncode != 0 and "Read-only file system" in ro.stderr
+    # the demo app's USER 1000 (one of the user's subordinate ids) reads the bind below a directory only the
+    # user may pass: the container's root binds it, as podman's runtime does
+    private = workspace / "private"
+    (private / "www").mkdir(parents=True)
+    (private / "www" / "index.html").write_text("the user's page\n")
+    own_tree(private, user)
+    private.chmod(0o700)
+    page = store.run("run", "--rm", "-v", f"{private / 'www'}:/app/www:ro", "demo-app", "cat", "/app/www/index.html")
+    assert page.stdout == "the user's page\n"
 
 
 def test_it_gives_the_users_shell_a_terminal(store: Store, user: User) -> None:
