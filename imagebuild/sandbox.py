@@ -1,6 +1,7 @@
 """Run a command in a rootfs without root: bubblewrap, with a user namespace when not privileged.
 
-The host network is shared (no network namespace), so a service an image EXPOSEs is reachable on localhost.
+The host network is shared unless the caller enters a network namespace first (network.py, `run -p`), so a service
+an image EXPOSEs is reachable on localhost.
 """
 
 from __future__ import annotations

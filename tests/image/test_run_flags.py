@@ -194,3 +194,16 @@ def test_it_gives_the_shell_a_terminal_with_job_control_and_the_window_size(tool
     assert "term=xterm" in lines, shown
     without = tool.run("run", "--rm", "busybox", "sh", "-c", "tty || true").stdout
     assert without.strip() == "not a tty"
+
+
+def test_i_attaches_stdin_and_it_needs_a_terminal(tool: Tool) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*IMAGEBUILD, "--root", str(tool.root), "run", "--rm", *args],
+            input="piped in\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert run("-i", "busybox", "cat").stdout == "piped in\n"
+    assert run("busybox", "cat").stdout == ""  # without -i, as docker: no input
+    refused = run("-it", "busybox", "cat")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "not a terminal" in refused.stderr
