@@ -16,7 +16,7 @@ from types import FrameType
 
 from imagebuild import sandbox, userns
 from imagebuild.errors import BuildError
-from imagebuild.network import Network
+from imagebuild.network import Network, check_free
 from imagebuild.runspec import RunSpec, lookup_user, parse_env_file, scoped
 from imagebuild.terminal import Terminal
 from unionfs.api import MountError, UnionMount
@@ -31,6 +31,8 @@ def check_host(spec: RunSpec) -> None:
             raise BuildError(
                 f"-v {bind.source}:{bind.target}: '{bind.source}' does not exist on the host: create it first"
             )
+    for port in spec.ports:
+        check_free(port)
     if spec.tty and spec.interactive and not os.isatty(0):
         raise BuildError("-it: the input device is not a terminal: drop -t (or run it from a terminal)")
 
@@ -149,7 +151,8 @@ def run(spec: RunSpec, mount_for: MountFor) -> int:
             if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
-            mount.unmount()
+            if mount.pid is not None:  # mounted (a namespace or pasta may fail before)
+                mount.unmount()
             if network is not None:
                 network.close()
             if namespace is not None:

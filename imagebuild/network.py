@@ -83,9 +83,14 @@ def _bind_error(port: Port, number: int, exc: OSError) -> str:
             "or publish another port"
         )
     if exc.errno == 13:  # EACCES
+        try:
+            with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+                lowest = f.read().strip()
+        except OSError:
+            lowest = "1024"
         return (
-            f"-p {port.spec}: an ordinary user may not bind {where}: publish a port from "
-            "/proc/sys/net/ipv4/ip_unprivileged_port_start up"
+            f"-p {port.spec}: an ordinary user may not bind {where}: publish port {lowest} or above "
+            "(sysctl net.ipv4.ip_unprivileged_port_start)"
         )
     if exc.errno == 99:  # EADDRNOTAVAIL
         return f"-p {port.spec}: {port.host_ip} is not an address of this host: give one of its addresses"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pty
 import select
 import socket
 import struct
@@ -100,7 +101,7 @@ def on_terminal(
 ) -> tuple[str, int]:
     """Run `argv` with a pseudo-terminal of `rows` x `cols` as its stdin, stdout and stderr (and controlling
     terminal), type `script` once it has started, and return what the terminal showed and the exit status."""
-    outside, inside = os.openpty()
+    outside, inside = pty.openpty()
     fcntl.ioctl(inside, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def session() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.image.runtools import fetch, free_port, listening, on_terminal, pastas, wait_for_nothing_left
-from tests.rootless.conftest import User, busybox_context, own_tree
+from tests.rootless.conftest import TUN, User, busybox_context, own_tree
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMO_PAGE = "Hello from a layered image"
@@ -135,6 +135,22 @@ def test_it_gives_the_users_shell_a_terminal(store: Store, user: User) -> None:
     assert status == 5, shown
     assert any(line.startswith("/dev/pts/") for line in lines) and "24 91" in lines, shown
     assert any("Running" in line and "sleep 30" in line for line in lines), shown
+
+
+def test_what_pasta_needs_is_one_line_and_nothing_is_left(store: Store) -> None:
+    low = store.run("run", "--rm", "-p", "80:5000", "demo-app", check=False)
+    assert low.returncode == 1 and low.stderr.count("\n") == 1, low.stderr
+    assert "an ordinary user may not bind port 80: publish port" in low.stderr
+    before = pastas()
+    mode = os.stat(TUN).st_mode & 0o7777
+    os.chmod(TUN, 0o600)  # as some containers start: pasta, as the user, cannot open it
+    try:
+        done = store.run("run", "--rm", "-p", f"{free_port()}:5000", "demo-app", check=False)
+    finally:
+        os.chmod(TUN, mode)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "pasta cannot open /dev/net/tun" in done.stderr and "chmod 0666 /dev/net/tun" in done.stderr
+    assert wait_for_nothing_left(store.root, before) == []
 
 
 @pytest.fixture
