@@ -153,6 +153,8 @@ def run(spec: RunSpec, mount_for: MountFor) -> int:
                 child.wait()
             if mount.pid is not None:  # mounted (a namespace or pasta may fail before)
                 mount.unmount()
+            if terminal is not None:
+                terminal.close()
             if network is not None:
                 network.close()
             if namespace is not None:

@@ -42,9 +42,18 @@ class Terminal:
                     fcntl.ioctl(self.outside, termios.TIOCSWINSZ, size)
                 return
 
+    def close(self) -> None:
+        """Close what is still open of the pair (after the relay, nothing)."""
+        for fd in (self.inside, self.outside):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.inside = self.outside = -1
+
     def relay(self, child: subprocess.Popen[bytes], forward_input: bool) -> int:
         """Copy between our stdin/stdout and the container's terminal until the container is done."""
         os.close(self.inside)
+        self.inside = -1
         raw = forward_input and os.isatty(0)
         saved = termios.tcgetattr(0) if raw else None
 
@@ -82,7 +91,7 @@ class Terminal:
             if saved is not None:
                 termios.tcsetattr(0, termios.TCSADRAIN, saved)
             signal.signal(signal.SIGWINCH, previous)
-            os.close(self.outside)
+            self.close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
