@@ -29,8 +29,11 @@ READY_WITHIN = 20.0  # seconds for the namespace and pasta
 GONE_WITHIN = 5.0  # seconds for pasta to exit once told
 
 # The watcher: start pasta (it returns once its ports are bound, leaving its daemon behind), say so, wait for the
-# end of stdin, stop the daemon.
-WATCH = '"$@" || exit 3\necho ready\nread -r _ || :\nkill "$(cat "$PASTA_PID")" 2>/dev/null || :\n'
+# end of stdin, stop the daemon and remove the directory of its pid file.
+WATCH = (
+    '"$@" || exit 3\necho ready\nread -r _ || :\n'
+    'kill "$(cat "$PASTA_DIR/pasta.pid")" 2>/dev/null || :\nrm -rf -- "$PASTA_DIR"\n'
+)
 
 
 def pasta_command(ports: Sequence[Port], pid_file: str, netns: str, userns: str | None, root: bool) -> list[str]:
@@ -155,7 +158,7 @@ class Network:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PASTA_PID": pid_file},
+            env={**os.environ, "PASTA_DIR": self.scratch},
         )
         assert self.watch.stdout is not None
         ready, _, _ = select.select([self.watch.stdout], [], [], READY_WITHIN)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ def start(tool: Tool, *args: str) -> subprocess.Popen[bytes]:
 def test_publish_serves_the_demo_app_on_the_host_port(tool: Tool, demo: str, pasta: None, how: int) -> None:
     port = 8080 if not listening(8080) else free_port()
     before = pastas()
+    scratch = set(Path(tempfile.gettempdir()).glob("imagebuild-net-*"))
     app = start(tool, "--rm", "-p", f"{port}:5000", demo)
     try:
         assert DEMO_PAGE in fetch(f"http://127.0.0.1:{port}/", process=app)
@@ -68,6 +70,7 @@ def test_publish_serves_the_demo_app_on_the_host_port(tool: Tool, demo: str, pas
             app.wait()
     assert wait_for_nothing_left(tool.root, before, port) == []
     assert not mounted_rootfs(app.pid)
+    assert set(Path(tempfile.gettempdir()).glob("imagebuild-net-*")) <= scratch  # pasta's pid file went too
 
 
 def test_a_port_in_use_is_one_line_and_nothing_is_left(tool: Tool, demo: str, pasta: None) -> None:
