@@ -21,9 +21,7 @@ from typing import Any
 
 import xxhash
 
-from imagebuild.layer.whiteouts import OPAQUE_MARKER, OPAQUE_XATTRS
-
-WH = ".wh."
+from imagebuild.layer.whiteouts import OPAQUE_MARKER, is_opaque_dir, is_reserved_name, whited_out_target
 
 
 @dataclass
@@ -92,18 +90,6 @@ class Report:
         }
 
 
-def _is_opaque(path: str) -> bool:
-    if os.path.lexists(os.path.join(path, OPAQUE_MARKER)):
-        return True
-    for name in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, name) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
-
-
 def _scan(layer_dir: str, content: bool) -> tuple[dict[str, tuple[int, str]], list[str], list[str]]:
     """A layer's entries other than directories (path -> size, content hash of a regular file with data, else
     ""), its whiteouts and opaque directories. Sizes as the module docstring defines them."""
@@ -115,7 +101,7 @@ def _scan(layer_dir: str, content: bool) -> tuple[dict[str, tuple[int, str]], li
         dirs.sort()
         rel_dir = os.path.relpath(dirpath, layer_dir)
         rel_dir = "" if rel_dir == "." else rel_dir
-        if rel_dir and _is_opaque(dirpath):
+        if rel_dir and is_opaque_dir(dirpath):
             opaque.append(rel_dir)
         for name in sorted(names + dirs):
             full = os.path.join(dirpath, name)
@@ -123,8 +109,10 @@ def _scan(layer_dir: str, content: bool) -> tuple[dict[str, tuple[int, str]], li
             st = os.lstat(full)
             if name == OPAQUE_MARKER or stat.S_ISDIR(st.st_mode):
                 continue
-            if name.startswith(WH):
-                whiteouts.append(os.path.join(rel_dir, name[len(WH) :]) if rel_dir else name[len(WH) :])
+            if is_reserved_name(name):  # a whiteout file, or a name reserved for other tools' metadata
+                target = whited_out_target(name)
+                if target is not None:
+                    whiteouts.append(os.path.join(rel_dir, target) if rel_dir else target)
             elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 whiteouts.append(rel)
             elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in inodes:

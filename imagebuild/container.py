@@ -19,7 +19,7 @@ from imagebuild.errors import BuildError
 from imagebuild.network import Network, check_free
 from imagebuild.runspec import RunSpec, lookup_user, parse_env_file, scoped
 from imagebuild.terminal import Terminal
-from unionfs.api import MountError, UnionMount
+from unionfs import MountError, UnionMount
 
 MountFor = Callable[[str, list[str]], UnionMount]  # (mount point, options) -> the image's mount
 

@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from unionfs.api import reap
-from unionfs.whiteout import FUSEOVERLAY_OPAQUE, OPAQUE_MARKER, TRUSTED_OPAQUE, USER_OPAQUE
+from unionfs.whiteout import (
+    FUSEOVERLAY_OPAQUE,
+    OPAQUE_MARKER,
+    TRUSTED_OPAQUE,
+    USER_OPAQUE,
+    is_opaque_dir,
+    is_reserved_name,
+    whited_out_target,
+)
 
 UNIONFS = [sys.executable, "-m", "unionfs"]
 Snapshot = dict[str, tuple[object, ...]]
@@ -86,27 +94,19 @@ def upper_snapshot(root: str | Path) -> dict[str, tuple[object, ...]]:
             if name == OPAQUE_MARKER:
                 result[os.path.dirname(key) or "."] += ("opaque",)
                 continue
-            if name.startswith(".wh."):
-                result[os.path.normpath(os.path.join(rel_dir, name[4:]))] = ("whiteout",)
+            if is_reserved_name(name):
+                target = whited_out_target(name)
+                if target is not None:
+                    result[os.path.normpath(os.path.join(rel_dir, target))] = ("whiteout",)
                 continue
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 result[key] = ("whiteout",)
                 continue
             desc = describe(path, st, times=False)
-            if stat.S_ISDIR(st.st_mode) and is_opaque(path):
+            if stat.S_ISDIR(st.st_mode) and is_opaque_dir(path):
                 desc += ("opaque",)
             result.setdefault(key, desc)
     return result
-
-
-def is_opaque(path: str) -> bool:
-    for attr in (TRUSTED_OPAQUE, USER_OPAQUE, FUSEOVERLAY_OPAQUE):
-        try:
-            if os.getxattr(path, attr) == b"y":
-                return True
-        except OSError:
-            pass
-    return os.path.lexists(os.path.join(path, OPAQUE_MARKER))
 
 
 def to_kernel_form(layer: str | Path) -> None:
@@ -117,9 +117,9 @@ def to_kernel_form(layer: str | Path) -> None:
             if name == OPAQUE_MARKER:
                 os.unlink(path)
                 os.setxattr(dirpath, TRUSTED_OPAQUE, b"y")
-            elif name.startswith(".wh."):
+            elif (hidden := whited_out_target(name)) is not None:
                 os.unlink(path)
-                target = os.path.join(dirpath, name[4:])
+                target = os.path.join(dirpath, hidden)
                 if not os.path.lexists(target):
                     os.mknod(target, stat.S_IFCHR, 0)
                 elif os.path.isdir(target) and not os.path.islink(target):

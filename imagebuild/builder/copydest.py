@@ -20,10 +20,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from imagebuild.errors import ImagebuildError
+
 MAX_LINKS = 40  # as Linux: more symlinks than this while resolving one path is a loop
 
 
-class CopyError(Exception):
+class CopyError(ImagebuildError):
     """A COPY or ADD the image or the sources do not allow; the message says why (the caller adds where)."""
 
 

@@ -17,9 +17,8 @@ import stat
 from dataclasses import dataclass
 
 from imagebuild.builder.copydest import Directory
-from imagebuild.layer.whiteouts import is_internal_xattr, parse_override_stat
-from unionfs.ownership import OverrideStat
-from unionfs.whiteout import OVERRIDE_STAT
+from imagebuild.layer.whiteouts import OVERRIDE_STAT, is_kept_out, parse_override_stat
+from unionfs import OverrideStat
 
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES)
@@ -145,7 +144,7 @@ class LayerWriter:
                 return
             raise
         for name in names:
-            if is_internal_xattr(name):
+            if is_kept_out(name):
                 continue
             try:
                 os.setxattr(out, name, os.getxattr(source_fd, name))

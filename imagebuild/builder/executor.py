@@ -11,101 +11,29 @@ not depend on when they run gives the same image digest.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import datetime
 import os
 import platform
-import re
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TextIO
 
-from imagebuild import sandbox, transport, userns
-from imagebuild.builder import copysource, copystep
-from imagebuild.builder.copydest import CopyError
-from imagebuild.builder.copyflags import parse_chmod
-from imagebuild.builder.copysource import ContextTree
-from imagebuild.builder.copystep import CopyRequest, SourceSide
-from imagebuild.builder.layerview import LayersView
+from imagebuild import transport
+from imagebuild.builder.configsteps import ConfigSteps
+from imagebuild.builder.copyplan import CopySteps
+from imagebuild.builder.runstep import RunStep
 from imagebuild.builder.state import StageState, sha
-from imagebuild.context import Context
-from imagebuild.dockerfile import (
-    Dockerfile,
-    DockerfileError,
-    ExpansionError,
-    Instruction,
-    Stage,
-    expand,
-    expand_words,
-    parse,
-    parse_duration_ns,
-    parse_port_spec,
-)
+from imagebuild.builder.stepbase import Options, StepReport, looks_remote
+from imagebuild.dockerfile import Instruction, Stage, parse
 from imagebuild.errors import BuildError
-from imagebuild.oci import Descriptor, Healthcheck, History, ImageConfig, RootFS
-from imagebuild.store.images import Image, Layer, Store
-from imagebuild.transport import registry
-from unionfs.api import MountError, mounted
+from imagebuild.oci import Descriptor, ImageConfig, RootFS
+from imagebuild.store.images import Layer
+
+__all__ = ["Builder", "Options", "StepReport"]
 
 LAYER_STEPS = frozenset({"RUN", "COPY", "ADD"})
-MOUNTPOINTS = ("dev", "proc", "sys", "etc")  # bubblewrap makes these in the rootfs; they are not the step's work
 
 
-@dataclass
-class Options:
-    build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
-    no_cache: bool = False
-    explain: bool = False
-    epoch: int | None = None  # SOURCE_DATE_EPOCH: clamps layer mtimes and dates the config; None: build time
-    insecure: bool = False  # FROM a registry over plain http
-
-
-@dataclass(frozen=True)
-class CopyPlan:
-    """A COPY or ADD as the cache sees it: what it asks for, and the content of its sources."""
-
-    request: CopyRequest
-    files: dict[str, str]  # per-file digests, for --explain-cache
-    content: str
-
-
-@dataclass
-class StepReport:
-    number: int
-    text: str
-    cached: bool | None  # None: a config-only step
-    why: str
-
-
-class Builder:
-    def __init__(self, store: Store, context: Context, dockerfile: Dockerfile, options: Options, out: TextIO) -> None:
-        self.store = store
-        self.context = context
-        self.df = dockerfile
-        self.options = options
-        self.out = out
-        self.stages: dict[str, StageState] = {}
-        self.reports: list[StepReport] = []
-        self.meta = self._meta_args()
-        self._step = 0
-        self._total = 0
-
-    # -- driver ---------------------------------------------------------------------------------------------------
-
-    def _meta_args(self) -> dict[str, str]:
-        scope: dict[str, str] = {}
-        for instruction in self.df.meta_args:
-            for pair in instruction.pairs:
-                if pair.key in self.options.build_args:
-                    scope[pair.key] = self.options.build_args[pair.key]
-                elif pair.value is not None:
-                    scope[pair.key] = self._expand(instruction, pair.value, scope)
-        return scope
+class Builder(ConfigSteps, RunStep, CopySteps):
+    """Builds a Dockerfile: stage selection, one handler per instruction (the config steps, RUN, COPY/ADD),
+    the cache of layer steps, the commit of the image."""
 
     def _stages_to_build(self) -> list[Stage]:
         stages = self.df.stages
@@ -128,9 +56,6 @@ class Builder:
             if stage.name:
                 self.stages[stage.name.lower()] = state
         return self._commit(state), state
-
-    def _say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
 
     def _begin(self, instruction: Instruction) -> int:
         self._step += 1
@@ -168,82 +93,12 @@ class Builder:
         try:
             image = self.store.resolve(base)
         except BuildError as exc:
-            if not _looks_remote(base):
+            if not looks_remote(base):
                 raise BuildError(f"{self.df.path}:{instruction.line}: {exc}") from None
             image = self._pull(instruction, base)
         state = StageState.from_image(image)
         state.config.on_build = list(image.config.config.on_build)
         return state
-
-    # -- helpers --------------------------------------------------------------------------------------------------
-
-    def _pull(self, instruction: Instruction, base: str) -> Image:
-        ref = registry.Reference.parse(base)
-        self._say(f" ---> pulling {ref}")
-        try:
-            client = registry.Client(ref.registry, insecure=self.options.insecure)
-            return self.store.resolve(registry.pull(self.store, ref, client, []))
-        except BuildError as exc:
-            raise BuildError(f"{self._where(instruction)}: {exc}") from None
-
-    def _where(self, instruction: Instruction) -> str:
-        return f"{self.df.path}:{instruction.line}"
-
-    def _expand(self, instruction: Instruction, word: str, scope: dict[str, str]) -> str:
-        try:
-            return expand(word, scope, self.df.escape)
-        except ExpansionError as exc:
-            raise BuildError(f"{self._where(instruction)}: {exc.message}") from None
-
-    def _words(self, instruction: Instruction, state: StageState) -> list[str]:
-        args = instruction.args
-        if isinstance(args, str):
-            try:
-                return expand_words(args, state.scope, self.df.escape)
-            except ExpansionError as exc:
-                raise BuildError(f"{self._where(instruction)}: {exc.message}") from None
-        return [self._expand(instruction, a, state.scope) for a in args]
-
-    def _history(self, state: StageState, instruction: Instruction, empty: bool) -> None:
-        state.history.append(
-            History(
-                created=self._created(state), created_by=instruction.original, comment="imagebuild", empty_layer=empty
-            )
-        )
-
-    def _created(self, state: StageState | None = None) -> str:
-        """A date for the config and its history: the epoch when one is set; else when the newest layer of `state`
-        was made (a step the cache reuses keeps the date it was built, so a rebuild the cache serves whole keeps
-        its image id), or now."""
-        if self.options.epoch is not None:
-            when = datetime.datetime.fromtimestamp(self.options.epoch, datetime.UTC)
-        elif state is not None and state.created is not None:
-            return state.created
-        else:
-            when = datetime.datetime.now(datetime.UTC)
-        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _run_env(self, state: StageState) -> dict[str, str]:
-        """A RUN step's environment: its ARGs and ENV, and SOURCE_DATE_EPOCH when the build has an epoch (so tools
-        that honour it, Python's compileall among them, make output that does not depend on the build's time)."""
-        env = {**state.args, **state.env}
-        if self.options.epoch is not None:
-            env["SOURCE_DATE_EPOCH"] = str(self.options.epoch)
-        return env
-
-    def _command(self, instruction: Instruction, state: StageState) -> list[str]:
-        """The argv of a RUN, CMD or ENTRYPOINT: exec form as given, shell form through SHELL."""
-        if isinstance(instruction.args, list):
-            return list(instruction.args)
-        shell = state.config.shell or ["/bin/sh", "-c"]
-        script = instruction.args
-        if instruction.heredocs and re.fullmatch(r"\s*<<-?[\"']?\w+[\"']?\s*", script):
-            return [*shell, instruction.heredocs[0].content]  # `RUN <<EOF`: the heredoc is the script
-        for heredoc in instruction.heredocs:
-            script += "\n" + heredoc.content + ("" if heredoc.content.endswith("\n") else "\n") + heredoc.name
-        return [*shell, script]
-
-    # -- instructions ---------------------------------------------------------------------------------------------
 
     def _apply(self, instruction: Instruction, state: StageState) -> None:
         cmd = instruction.cmd
@@ -257,84 +112,6 @@ class Builder:
         state.advance(cmd, instruction.original, repr(sorted(state.args.items())))
         self._history(state, instruction, empty=True)
         self.reports.append(StepReport(self._step, instruction.original, None, "config only"))
-
-    def _do_arg(self, instruction: Instruction, state: StageState) -> None:
-        for pair in instruction.pairs:
-            if pair.key in self.options.build_args:
-                state.args[pair.key] = self.options.build_args[pair.key]
-            elif pair.value is not None:
-                state.args[pair.key] = self._expand(instruction, pair.value, state.scope)
-            elif pair.key in self.meta:
-                state.args[pair.key] = self.meta[pair.key]
-
-    def _do_env(self, instruction: Instruction, state: StageState) -> None:
-        scope = state.scope
-        for pair in instruction.pairs:
-            state.set_env(pair.key, self._expand(instruction, pair.value or "", scope))
-
-    def _do_label(self, instruction: Instruction, state: StageState) -> None:
-        for pair in instruction.pairs:
-            key = self._expand(instruction, pair.key, state.scope)
-            state.config.labels[key] = self._expand(instruction, pair.value or "", state.scope)
-
-    def _do_workdir(self, instruction: Instruction, state: StageState) -> None:
-        path = self._expand(instruction, str(instruction.args), state.scope)
-        state.config.working_dir = os.path.normpath(os.path.join(state.config.working_dir or "/", path))
-
-    def _do_user(self, instruction: Instruction, state: StageState) -> None:
-        state.config.user = self._expand(instruction, str(instruction.args), state.scope)
-
-    def _do_expose(self, instruction: Instruction, state: StageState) -> None:
-        for word in self._words(instruction, state):
-            try:
-                spec = parse_port_spec(word)
-            except (ValueError, DockerfileError) as exc:
-                raise BuildError(f"{self._where(instruction)}: {exc}") from None
-            for port in range(spec.start, spec.end + 1):
-                name = f"{port}/{spec.protocol}"
-                if name not in state.config.exposed_ports:
-                    state.config.exposed_ports.append(name)
-
-    def _do_cmd(self, instruction: Instruction, state: StageState) -> None:
-        state.config.cmd = self._command(instruction, state)
-
-    def _do_entrypoint(self, instruction: Instruction, state: StageState) -> None:
-        state.config.entrypoint = self._command(instruction, state)
-        state.config.cmd = None  # as docker: an ENTRYPOINT resets the CMD it inherited
-
-    def _do_volume(self, instruction: Instruction, state: StageState) -> None:
-        for path in self._words(instruction, state):
-            if path not in state.config.volumes:
-                state.config.volumes.append(path)
-
-    def _do_shell(self, instruction: Instruction, state: StageState) -> None:
-        state.config.shell = list(instruction.args)
-
-    def _do_stopsignal(self, instruction: Instruction, state: StageState) -> None:
-        state.config.stop_signal = self._expand(instruction, str(instruction.args), state.scope)
-
-    def _do_healthcheck(self, instruction: Instruction, state: StageState) -> None:
-        flags = instruction.flags
-
-        def duration(name: str) -> int | None:
-            return parse_duration_ns(flags[name]) if name in flags else None
-
-        state.config.healthcheck = Healthcheck(
-            test=list(instruction.args),
-            interval=duration("interval"),
-            timeout=duration("timeout"),
-            start_period=duration("start-period"),
-            start_interval=duration("start-interval"),
-            retries=int(flags["retries"]) if "retries" in flags else None,
-        )
-
-    def _do_onbuild(self, instruction: Instruction, state: StageState) -> None:
-        state.config.on_build.append(str(instruction.args))
-
-    def _do_maintainer(self, instruction: Instruction, state: StageState) -> None:
-        state.config.labels["maintainer"] = str(instruction.args)
-
-    # -- layer steps ----------------------------------------------------------------------------------------------
 
     def _layer_step(self, instruction: Instruction, state: StageState) -> None:
         epoch = ("SOURCE_DATE_EPOCH", self.options.epoch)  # it changes the layer (mtimes, RUN's environment)
@@ -398,190 +175,6 @@ class Builder:
                 )
         return "; ".join(parts) or "its layer is no longer in the store (pruned)"
 
-    # RUN
-
-    def _lowers(self, state: StageState, empty: str) -> list[str]:
-        return self.store.lower_dirs(state.layers) or [empty]
-
-    def _run(self, instruction: Instruction, state: StageState) -> str:
-        ranges = userns.ranges()
-        upper = self.store.scratch_dir("upper-")
-        work = self.store.scratch_dir("work-")
-        mnt = sandbox.mountpoint(private=ranges is None)
-        empty = self.store.scratch_dir("empty-")
-        names = sandbox.names_dir()
-        options = sandbox.union_options(state.config.user, namespace=ranges is not None)
-        lowers = self._lowers(state, empty)
-        namespace = None if ranges is None else userns.Namespace(*ranges)
-        try:
-            if namespace is not None:
-                namespace.open()
-            enter = [] if namespace is None else namespace.enter()
-            with mounted(mnt, lowers, upper, work, options, enter=[] if namespace is None else namespace.daemon()):
-                workdir = state.config.working_dir or "/"
-                env = self._run_env(state)
-                try:
-                    if namespace is None:
-                        os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
-                        user = sandbox.resolve_user(mnt, state.config.user)
-                        binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(mnt, name)))
-                        sandbox.prepare(mnt, binds)
-                    else:
-                        namespace.makedirs(*(os.path.join(mnt, d.lstrip("/")) for d in (workdir, "dev", "proc", "etc")))
-                        user = sandbox.resolve_user(mnt, state.config.user, namespace.read)
-                        binds = sandbox.name_files(names, lambda name: namespace.is_link(os.path.join(mnt, name)))
-                        namespace.create(*(os.path.join(mnt, target.lstrip("/")) for _, target in binds))
-                except BuildError as exc:
-                    raise BuildError(f"{self._where(instruction)}: {exc}") from None
-                argv = self._command(instruction, state)
-                command = [
-                    *enter,
-                    *sandbox.bwrap_command(mnt, argv, env, workdir, user, inside=bool(enter), binds=binds),
-                ]
-                status = self._stream(command, sandbox.preexec(mnt, user))
-            if status != 0:
-                why = f"{self._where(instruction)}: RUN failed with exit status {status}"
-                if os.geteuid() != 0 and namespace is None:
-                    why += f" ({userns.no_range_hint()})"
-                raise BuildError(why, status)
-            self._drop_mountpoints(upper, lowers)
-            return upper
-        except MountError as exc:
-            raise BuildError(f"{self._where(instruction)}: cannot mount the layers for RUN: {exc}") from None
-        except BaseException:
-            shutil.rmtree(upper, ignore_errors=True)
-            raise
-        finally:
-            if namespace is not None:
-                namespace.close()
-            for path in (work, empty, names):
-                shutil.rmtree(path, ignore_errors=True)
-            sandbox.remove_mountpoint(mnt)
-
-    def _stream(self, command: list[str], preexec: Callable[[], None] | None = None) -> int:
-        """Run the step's command, each line of its output shown under the step number."""
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec
-        )
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            self._say(f"[{self._step}] {raw.decode(errors='replace').rstrip()}")
-        return proc.wait()
-
-    def _drop_mountpoints(self, upper: str, lowers: list[str]) -> None:
-        for name in sandbox.NAME_FILES:  # the empty files the host's name files were bound on, where none was
-            path = os.path.join(upper, name)
-            if (
-                os.path.isfile(path)
-                and not os.path.islink(path)
-                and os.path.getsize(path) == 0
-                and not any(os.path.lexists(os.path.join(lo, name)) for lo in lowers)
-            ):
-                os.unlink(path)
-        for name in MOUNTPOINTS:
-            path = os.path.join(upper, name)
-            if (
-                os.path.isdir(path)
-                and not os.listdir(path)
-                and not any(os.path.lexists(os.path.join(lo, name)) for lo in lowers)
-            ):
-                os.rmdir(path)
-
-    # COPY / ADD (the rules live in copystep and the modules it uses; here: the plan for the cache, the trees)
-
-    def _copy_plan(self, instruction: Instruction, state: StageState) -> CopyPlan:
-        words = self._words(instruction, state)
-        flags = instruction.flags
-        request = CopyRequest(
-            cmd=instruction.cmd,
-            sources=words[:-1],
-            dest=words[-1] if words else "",
-            workdir=state.config.working_dir or "/",
-            chown=self._expand(instruction, flags["chown"], state.scope) if "chown" in flags else None,
-            chmod=self._expand(instruction, flags["chmod"], state.scope) if "chmod" in flags else None,
-            keep_owner="from" in flags,
-        )
-        try:
-            if request.chmod is not None:
-                parse_chmod(request.chmod)
-        except CopyError as exc:
-            raise BuildError(f"{self._where(instruction)}: {exc}") from None
-        if instruction.heredocs:  # COPY <<EOF /path: each heredoc is a file with that content
-            bodies = self._heredoc_files(instruction, state)
-            request = dataclasses.replace(
-                request, heredocs={n: b.encode("utf-8", "surrogateescape") for n, b in bodies.items()}
-            )
-            return CopyPlan(request, {n: sha(b) for n, b in bodies.items()}, sha(*sorted(bodies.values())))
-        if len(words) < 2:
-            raise BuildError(f"{self._where(instruction)}: {instruction.cmd} needs a source and a destination")
-        source_stage = flags.get("from")
-        if source_stage is not None:
-            state_key = self._source_state(instruction, source_stage).key
-            return CopyPlan(request, {}, sha(state_key, *request.sources))
-        for source in request.sources:
-            if instruction.cmd == "ADD" and "://" in source:
-                raise BuildError(
-                    f"{self._where(instruction)}: ADD of a URL is not supported: download it in a RUN "
-                    "step, or into the context and COPY it"
-                )
-        try:
-            side = self._context_side()
-            matches = copysource.find(request.sources, side.tree, side.what, side.excluded)
-        except CopyError as exc:
-            raise BuildError(f"{self._where(instruction)}: {exc}") from None
-        content, files = self.context.content_hash([m.path.lstrip("/") for m in matches])
-        return CopyPlan(request, files, sha(content, *(m.name for m in matches)))
-
-    def _context_side(self) -> SourceSide:
-        return SourceSide(ContextTree(self.context), "the build context", self.context.ignore.excluded)
-
-    def _source_state(self, instruction: Instruction, name: str) -> StageState:
-        state = self.stages.get(name.lower())
-        if state is not None:
-            return state
-        try:
-            return StageState.from_image(self.store.resolve(name))
-        except BuildError:
-            if _looks_remote(name):
-                return StageState.from_image(self._pull(instruction, name))
-            raise BuildError(
-                f"{self._where(instruction)}: --from={name} is neither an earlier stage nor an image in the store"
-            ) from None
-
-    def _heredoc_files(self, instruction: Instruction, state: StageState) -> dict[str, str]:
-        """name -> content of each heredoc of a COPY, variables expanded unless its delimiter was quoted."""
-        return {
-            h.name: self._expand(instruction, h.content, state.scope) if h.expand else h.content
-            for h in instruction.heredocs
-        }
-
-    def _copy(self, instruction: Instruction, state: StageState, plan: CopyPlan) -> str:
-        layer = self.store.scratch_dir("layer-")
-        try:
-            with self._rootfs(state) as image, self._source_side(instruction) as side:
-                copystep.run(plan.request, image, side, layer)
-        except BaseException as exc:
-            shutil.rmtree(layer, ignore_errors=True)
-            if isinstance(exc, CopyError):
-                raise BuildError(f"{self._where(instruction)}: {exc}") from None
-            raise
-        return layer
-
-    @contextlib.contextmanager
-    def _source_side(self, instruction: Instruction) -> Iterator[SourceSide]:
-        name = instruction.flags.get("from")
-        if name is None:
-            yield self._context_side()
-            return
-        with self._rootfs(self._source_state(instruction, name)) as root:
-            yield SourceSide(root, f"stage '{name}'")
-
-    def _rootfs(self, state: StageState) -> LayersView:
-        """A stage's rootfs to read, straight from its layers (see layerview: no mount needed)."""
-        return LayersView(list(dict.fromkeys(self.store.layer_dir(layer.diff_id) for layer in reversed(state.layers))))
-
-    # -- the image ------------------------------------------------------------------------------------------------
-
     def _commit(self, state: StageState) -> str:
         machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
         config = ImageConfig(
@@ -593,9 +186,3 @@ class Builder:
             created=self._created(state),
         )
         return self.store.commit(config, state.layers)
-
-
-def _looks_remote(name: str) -> bool:
-    """Whether an image name points at a registry (a host with a dot or a port, or localhost), as docker reads it."""
-    first = name.split("/", 1)[0]
-    return "/" in name and ("." in first or ":" in first or first == "localhost")

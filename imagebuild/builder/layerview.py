@@ -16,9 +16,8 @@ from types import TracebackType
 
 from imagebuild.builder.copydest import Node
 from imagebuild.builder.rootview import node_of
-from unionfs.layers import Layer
-from unionfs.tree import Node as UnionNode
-from unionfs.tree import Tree
+from unionfs import Layer, Tree
+from unionfs import Node as UnionNode
 
 _GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 

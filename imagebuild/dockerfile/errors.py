@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from imagebuild.errors import ImagebuildError
 
-class DockerfileError(Exception):
+
+class DockerfileError(ImagebuildError):
     """A Dockerfile that cannot be parsed: where it failed and why.
 
     ``line`` is 1-based and is the line where the failing instruction starts, even when the
@@ -20,7 +22,7 @@ class DockerfileError(Exception):
         return f"{self.path}:{self.line}: {self.message}"
 
 
-class InstructionError(Exception):
+class InstructionError(ImagebuildError):
     """A problem found in one instruction, before its file and line are known.
 
     The parser turns it into a :class:`DockerfileError`; it never leaves the package.
@@ -31,7 +33,7 @@ class InstructionError(Exception):
         self.message = message
 
 
-class ExpansionError(Exception):
+class ExpansionError(ImagebuildError):
     """Variable substitution failed: bad syntax, unterminated quote or ``${VAR:?message}``."""
 
     def __init__(self, message: str) -> None:

@@ -45,9 +45,16 @@ def parse(text: str, path: str = "Dockerfile") -> Dockerfile:
 
 def parse_file(path: str | os.PathLike[str]) -> Dockerfile:
     """Read ``path`` (UTF-8) and parse it."""
-    with open(path, encoding="utf-8") as file:
-        text = file.read()
-    return parse(text, os.fspath(path))
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DockerfileError(
+            os.fspath(path), line, f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the Dockerfile as UTF-8"
+        ) from None
+    return parse(text.replace("\r\n", "\n").replace("\r", "\n"), os.fspath(path))
 
 
 def _read_instructions(reader: LineReader, path: str, escape: str) -> list[Instruction]:

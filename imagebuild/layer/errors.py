@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from imagebuild.errors import ImagebuildError
 
-class LayerError(Exception):
+
+class LayerError(ImagebuildError):
     """A layer directory or layer tar that cannot be converted; the message names the offending entry."""

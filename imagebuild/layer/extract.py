@@ -6,7 +6,7 @@ Safety: a layer tar is untrusted input.
   parent on disk is a symlink (or not a directory) is a LayerError. Symlinks are created exactly as given and
   never followed; an entry replacing a symlink replaces the link itself.
 - A hard link must point at a non-directory extracted earlier from the same tar (and still there).
-- Internal xattrs (`whiteouts.is_internal_xattr`: overlay bookkeeping, `user.containers.override_*` records,
+- Internal xattrs (`whiteouts.is_kept_out`: overlay bookkeeping, `user.containers.override_*` records,
   `security.selinux`) in the tar are ignored: a layer cannot forge union metadata.
 
 Duplicates: the last entry for a name wins (as with docker and GNU tar): the earlier entry is removed first
@@ -50,7 +50,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Literal, cast
 from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, fsync_dir, set_xattr, syncfs, write_all
 from imagebuild.layer.errors import LayerError
-from unionfs.privxattr import CAPABILITY, image_capability, is_privileged, record_name
+from unionfs import CAPABILITY, image_capability, is_privileged, record_name
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -146,7 +146,7 @@ def _tar_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
         for key, value in member.pax_headers.items()
         if key.startswith(prefix)
     ]
-    return sorted((name, value) for name, value in found if not wh.is_internal_xattr(name))
+    return sorted((name, value) for name, value in found if not wh.is_kept_out(name))
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ class _Extractor:
         if name == wh.OPAQUE_MARKER:
             self._opaque(parts, member)
         elif name.startswith(wh.WH_PREFIX):
-            target = wh.whiteout_target(name)
+            target = wh.whited_out_target(name)
             if target is not None:  # else `.wh..wh.*` metadata of other tools: skipped
                 self._whiteout((*parts[:-1], target), member)
         elif member.ischr() and member.devmajor == 0 and member.devminor == 0:

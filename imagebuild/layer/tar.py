@@ -11,7 +11,7 @@ The tar (`write_layer_tar`) is a pure function of the layer's names, contents an
   ships (and every directory extracted from that tar) show the same times, to the nanosecond.
 - The second and later names of a hard-linked file (in that order) are tar hard links to the first.
 - Symlinks, fifos, char and block devices as such; sockets are skipped.
-- xattrs as `SCHILY.xattr.*` PAX records, sorted, internal ones (`whiteouts.is_internal_xattr`) dropped.
+- xattrs as `SCHILY.xattr.*` PAX records, sorted, internal ones (`whiteouts.is_kept_out`) dropped.
   A rootless layer keeps `security.*` and `trusted.*` xattrs as `user.containers.override_NAME` records
   (unionfs.privxattr): they are written under NAME. `security.capability` is written in the image's form: v2,
   where a v3 names the image's root (uid 0, or `host_owner`'s uid); a v3 for another root keeps its uid.
@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 from imagebuild.layer import whiteouts as wh
 from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, read_xattrs
 from imagebuild.layer.errors import LayerError
-from unionfs.privxattr import CAPABILITY, image_capability, shown_xattrs
+from unionfs import CAPABILITY, image_capability, shown_xattrs
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -105,7 +105,7 @@ def _pax_xattrs(path: str, xattrs: dict[str, bytes], host_owner: tuple[int, int]
     records: dict[str, str] = {}
     shown = shown_xattrs(xattrs)
     for name in sorted(shown, key=os.fsencode):
-        if wh.is_internal_xattr(name):
+        if wh.is_kept_out(name):
             continue
         try:
             name.encode("utf-8")
@@ -159,8 +159,8 @@ class _Writer:
             if name == wh.OPAQUE_MARKER:
                 has_marker = True
                 continue
-            if name.startswith(wh.WH_PREFIX) and not wh.is_whiteout_name(name):
-                continue  # `.wh..wh.*`: other tools' metadata (aufs), never content
+            if wh.is_reserved_name(name) and wh.whited_out_target(name) is None:
+                continue  # `.wh..wh.*`: reserved for other tools' metadata (aufs), never content
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISSOCK(st.st_mode):
                 continue
@@ -173,7 +173,7 @@ class _Writer:
     @staticmethod
     def _classify(dir_fd: int, name: str, st: os.stat_result) -> _Child:
         xattrs = read_xattrs(at_path(dir_fd, name))
-        if wh.is_whiteout_name(name):
+        if wh.whited_out_target(name) is not None:
             return _Child(name, name, st, xattrs, whiteout=True)
         if wh.is_chardev_whiteout(st.st_mode, st.st_rdev):
             return _Child(wh.whiteout_name(name), name, st, xattrs, whiteout=True)

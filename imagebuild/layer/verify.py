@@ -83,7 +83,7 @@ def _add_member(entries: dict[str, Entry], info: tarfile.TarInfo) -> None:
         entries[_marker_path(parts[:-1], name)] = Entry(OPAQUE)
         return
     if name.startswith(wh.WH_PREFIX):
-        hidden = wh.whiteout_target(name)
+        hidden = wh.whited_out_target(name)
         if hidden is not None:
             _put(entries, _marker_path(parts[:-1], wh.whiteout_name(hidden)), Entry(WHITEOUT))
         return

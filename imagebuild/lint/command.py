@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import TextIO
 
+from imagebuild.errors import ImagebuildError
+
 from .engine import failing, lint
 from .model import Severity
 from .render import render_json, render_text
@@ -33,8 +35,10 @@ Silence rules for one instruction with a comment above it: # imagebuild-lint ign
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
-    pass
+class UsageError(ImagebuildError):
+    """A command line `imagebuild lint` refuses."""
+
+    status = EXIT_USAGE
 
 
 @dataclass

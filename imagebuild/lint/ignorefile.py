@@ -22,10 +22,12 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from imagebuild.errors import ImagebuildError
+
 _BOM = "\ufeff"
 
 
-class IgnoreFileError(ValueError):
+class IgnoreFileError(ImagebuildError, ValueError):
     """A .dockerignore pattern docker would refuse: ``line`` is 1-based (0 when unknown)."""
 
     def __init__(self, line: int, message: str) -> None:

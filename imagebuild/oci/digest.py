@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from imagebuild.errors import ImagebuildError
+
 SHA256 = "sha256"
 
 _GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -16,7 +18,7 @@ _HEX_LENGTH: dict[str, int] = {"sha256": 64, "sha512": 128}
 _LOWER_HEX = re.compile(r"^[0-9a-f]+$")
 
 
-class DigestError(ValueError):
+class DigestError(ImagebuildError, ValueError):
     """A string that is not a valid digest (the message says why)."""
 
 

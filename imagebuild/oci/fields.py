@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from imagebuild.errors import ImagebuildError
 from imagebuild.oci.digest import DigestError, validate_digest
 
 
-class OCIError(ValueError):
+class OCIError(ImagebuildError, ValueError):
     """An OCI document that does not parse or does not validate; the message names the bad field."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from imagebuild.errors import ImagebuildError
 from imagebuild.oci.digest import DigestError, validate_sha256
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ CHUNK = 1 << 20
 _HEX = frozenset("0123456789abcdef")
 
 
-class BlobError(Exception):
+class BlobError(ImagebuildError):
     """A bad digest, a missing blob, or content that does not match its digest."""
 
 

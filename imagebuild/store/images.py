@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, cast
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, compress_gzip, settle_mtimes, write_layer_tar
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
-from imagebuild.oci import Descriptor, ImageConfig, Manifest, descriptor_for, mediatypes, sha256_digest
+from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
 
@@ -122,8 +122,13 @@ class Store:
             raise BuildError(
                 f"image '{ref}' is not in the store {self.root}: build it, import it, or check 'imagebuild images'"
             )
-        manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
-        config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        try:
+            manifest = Manifest.from_json(self.blobs.read_bytes(index["images"][image_id]))
+            config = ImageConfig.from_json(self.blobs.read_bytes(manifest.config.digest))
+        except (BlobError, OCIError) as exc:
+            raise BuildError(
+                f"image '{ref}' is damaged in the store {self.root}: {exc}: 'imagebuild check --repair' removes it"
+            ) from None
         return Image(image_id, manifest, config)
 
     def manifest_digest(self, image_id: str) -> str:
@@ -238,8 +243,9 @@ class Store:
                 entry: dict[str, Any] = json.load(f)
         except (OSError, ValueError):
             return None
-        diff_id = entry.get("diff_id")
-        if diff_id and not os.path.isdir(self.layer_dir(diff_id)):
+        if not _cache_entry(entry):
+            return None  # damaged: a miss, as an unreadable entry is
+        if not os.path.isdir(self.layer_dir(entry["diff_id"])):
             return None  # pruned since
         return entry
 
@@ -250,9 +256,9 @@ class Store:
         try:
             with open(os.path.join(self.root, "cache", "steps", step + ".json"), encoding="utf-8") as f:
                 data: dict[str, Any] = json.load(f)
-                return data
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("files", {}), dict) else None
 
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
@@ -350,6 +356,17 @@ class Store:
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
+
+
+def _cache_entry(entry: object) -> bool:
+    """Whether a cache entry read from disk has the shape `cache_put` wrote: a layer's diff_id and blob."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("diff_id"), str) or not entry["diff_id"]:
+        return False
+    try:
+        Descriptor.from_dict(entry.get("blob"))
+    except OCIError:
+        return False
+    return True
 
 
 def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:

@@ -23,9 +23,20 @@ import time
 from dataclasses import dataclass
 
 from imagebuild.sandbox import ROOTFS_NAME, ROOTFS_PREFIX
-from unionfs.api import Daemon, MountError, UnionMount, daemons, exited, owner_gone, processes, reap
-from unionfs.config import mounted_points
-from unionfs.unmount import UnmountError, is_dead, unmount
+from unionfs import (
+    Daemon,
+    MountError,
+    UnionMount,
+    UnmountError,
+    daemons,
+    exited,
+    is_dead,
+    mounted_points,
+    owner_gone,
+    processes,
+    reap,
+    unmount,
+)
 
 OLD_DIR_AGE = 600.0  # an unnamed (older version's) empty rootfs dir this old in seconds is no one's
 UNION_FSTYPE = "fuse.unionfs"

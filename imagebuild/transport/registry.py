@@ -19,11 +19,11 @@ import json
 import os
 import platform
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -109,13 +109,13 @@ class Client:
         *,
         insecure: bool = False,
         credentials: tuple[str, str] | None = None,
-        progress: bool | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.base = f"{'http' if insecure else 'https'}://{registry}"
         self.credentials = credentials if credentials is not None else load_credentials(registry)
         self.authorization: str | None = None
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress  # told each blob's progress, one line at a time; None: quiet
         self.sent: list[str] = []  # digests of the blobs this client uploaded (for reports and tests)
 
     # -- HTTP with auth and retries ---------------------------------------------------------------------------
@@ -197,8 +197,8 @@ class Client:
         return False
 
     def _say(self, text: str) -> None:
-        if self.progress:
-            print(text, file=sys.stderr, flush=True)
+        if self.progress is not None:
+            self.progress(text)
 
     # -- blobs and manifests ----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def test_an_index_resolves_to_this_platform(tool: Tool, registry: Registry, tmp_
     tool.build(ctx, "-t", "other-platform")
     tool.run("push", "busybox", f"{ref}:mine", "--insecure")
     tool.run("push", "other-platform", f"{ref}:theirs", "--insecure")
-    client = Client(registry.address, insecure=True, progress=False)
+    client = Client(registry.address, insecure=True)
     machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     other = "arm64" if machine != "arm64" else "amd64"
     entries = []

@@ -1,0 +1,68 @@
+"""`imagebuild build` and `imagebuild lint`: a Dockerfile built into the store, or checked."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from imagebuild import context as build_context
+from imagebuild import lint
+from imagebuild.analyze import human
+from imagebuild.builder.executor import Builder, Options
+from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_values
+from imagebuild.cli.exchange import registry_progress
+from imagebuild.cli.images import analysis
+from imagebuild.dockerfile import parse_file
+from imagebuild.store.images import Store, normalize_tag
+
+
+def cmd_build(store: Store, args: argparse.Namespace) -> None:
+    check_names(args.tag)
+    timestamp = epoch(args.timestamp)
+    root = args.context
+    dockerfile = find_dockerfile(root, args.file)
+    build_args = key_values(args.build_arg, "--build-arg")
+    df = parse_file(dockerfile)
+    rel = os.path.relpath(os.path.realpath(dockerfile), os.path.realpath(root))
+    ctx = build_context.load(root, rel)
+    print(f"Build context: {len(ctx.entries)} entries, {human(ctx.size)}", flush=True)
+    if ctx.size > build_context.LARGE_CONTEXT:
+        print(
+            f"warning: the build context is large ({human(ctx.size)}): list what the image does not need in "
+            f"{os.path.join(root, '.dockerignore')}",
+            file=sys.stderr,
+        )
+    options = Options(
+        build_args,
+        args.target,
+        args.no_cache,
+        args.explain_cache,
+        timestamp,
+        args.insecure,
+        registry_progress(),
+    )
+    builder = Builder(store, ctx, df, options, sys.stdout)
+    image_id, _state = builder.build()
+    layered = [r for r in builder.reports if r.cached is not None]
+    hits = sum(1 for r in layered if r.cached)
+    print(f"Cache: {hits} of {len(layered)} layer steps reused")
+    report = analysis(store, store.resolve(image_id))
+    summary = f"Efficiency: {report.efficiency:.1%}, {human(report.wasted)} of {human(report.total)} wasted"
+    if report.wasted:
+        summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
+    print(summary)
+    print(f"Successfully built {image_id}")
+    for tag in args.tag:
+        store.tag(image_id, tag)
+        print(f"Successfully tagged {normalize_tag(tag)}")
+    if not args.tag:
+        print(f"The image has no name: use 'imagebuild tag {image_id[7:19]} NAME' to give it one")
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    context = args.context
+    dockerfile = find_dockerfile(context, args.file)
+    report = lint.lint(dockerfile, context)
+    print(lint.render_json(report) if args.format == "json" else lint.render_text(report))
+    return 1 if lint.failing(report, lint.Severity[args.fail_on.upper()]) else 0
