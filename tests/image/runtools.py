@@ -19,18 +19,21 @@ from pathlib import Path
 
 from unionfs.api import exited
 
-GONE_WITHIN = 10.0  # seconds for the daemon, pasta and the namespaces to go once the container has
+GONE_WITHIN = 20.0  # seconds for the daemon, pasta and the namespaces to go once the container has (under load)
 
 
-def fetch(url: str, within: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> str:
+def fetch(url: str, within: float = 90.0, process: subprocess.Popen[bytes] | None = None) -> str:
     """The page at `url`, retried until it answers (the container is starting) or `within` passes."""
     deadline = time.monotonic() + within
     while True:
         try:
             with urllib.request.urlopen(url, timeout=3) as answer:
                 return str(answer.read().decode())
-        except OSError:
-            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+        except OSError as exc:
+            if process is not None and process.poll() is not None:
+                said = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise AssertionError(f"{url}: {exc}; the container ended ({process.returncode}): {said}") from None
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
