@@ -4,9 +4,10 @@
 PYTHON := $(or $(wildcard /usr/bin/python3),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages: FUSE and pyfuse3's build needs; peers and oracles the tests and benchmarks compare with.
+# Debian packages: FUSE and pyfuse3's build needs; bubblewrap, uidmap and passt (pasta, for run -p) that RUN and run
+# use; peers and oracles the tests and benchmarks compare with.
 DEB_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv attr acl fuse-overlayfs \
-	busybox-static bubblewrap uidmap skopeo umoci docker-registry apache2-utils buildah crun netavark hyperfine \
+	busybox-static bubblewrap uidmap passt skopeo umoci docker-registry apache2-utils buildah crun netavark hyperfine \
 	file libcap2-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # where `make install` puts the commands: on root's PATH, or on an ordinary user's in a new login shell

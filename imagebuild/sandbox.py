@@ -1,6 +1,7 @@
 """Run a command in a rootfs without root: bubblewrap, with a user namespace when not privileged.
 
-The host network is shared (no network namespace), so a service an image EXPOSEs is reachable on localhost.
+The host network is shared unless the caller enters a network namespace first (network.py, `run -p`), so a service
+an image EXPOSEs is reachable on localhost.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
+import termios
 from collections.abc import Callable, Mapping, Sequence
 
 from imagebuild.errors import BuildError
@@ -134,10 +137,12 @@ def bwrap_command(
     inside: bool = False,
     binds: Sequence[tuple[str, str]] = (),
     extra: Sequence[str] = (),
+    options: Sequence[str] = (),
 ) -> list[str]:
     """bubblewrap's command line. `inside`: it runs as the root of a user namespace that maps every id of the
     container (userns.py), where the rootfs's directory is not private (the mount is the namespace's alone).
-    `extra`: further bubblewrap options for the rootfs (a rootless RUN's mounts, builder/runmounts.py)."""
+    `extra`: further bubblewrap options for the rootfs (a rootless RUN's mounts, builder/runmounts.py).
+    `options`: more of bubblewrap's, after the rootfs and `binds` are set up (a `run`'s -v binds, say)."""
     tool = shutil.which("bwrap")
     if tool is None:
         raise BuildError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
@@ -170,7 +175,7 @@ def bwrap_command(
     command += ["--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc", "--chdir", workdir or "/"]
     for source, target in binds:
         command += ["--bind", source, target]
-    command += [*extra, "--die-with-parent", "--clearenv"]
+    command += [*extra, *options, "--die-with-parent", "--clearenv"]
     for key, value in env.items():
         command += ["--setenv", key, value]
     return [*command, "--", *argv]
@@ -220,6 +225,32 @@ def prepare(rootfs: str, binds: Sequence[tuple[str, str]] = ()) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
 
 
+# Binds made before bubblewrap starts, by the container's root: SOURCE TARGET ro|rw triples, then `--`, the command.
+BIND_SCRIPT = (
+    'while [ "$1" != -- ]; do mount --bind -- "$1" "$2" || exit 125; '
+    'if [ "$3" = ro ]; then mount -o remount,bind,ro -- "$2" || exit 125; fi; shift 3; done; shift; exec "$@"'
+)
+
+
+def volume_mounts(
+    rootfs: str, user: tuple[int, int], inside: bool, volumes: Sequence[tuple[str, str, bool]], options: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """A command prefix and bubblewrap's options that bind `volumes`. bubblewrap binds them itself when it runs as
+    the container's root. When it runs as the image's USER, it could not reach a source its user may not (a
+    directory under /root, say) where docker's daemon binds as root: so the container's root binds them first,
+    in a mount namespace of the command's own, onto the directory bubblewrap then binds as the container's /."""
+    drops = user != (0, 0) and (os.geteuid() == 0 or inside)
+    if not drops:
+        flags = [arg for s, t, ro in volumes for arg in ("--ro-bind" if ro else "--bind", s, t)]
+        return [], [*options, *flags]
+    if not volumes:
+        return [], list(options)
+    base = rootfs if inside else os.path.dirname(rootfs)  # where bwrap_command finds the container's /
+    triples = [arg for s, t, ro in volumes for arg in (s, os.path.join(base, t.lstrip("/")), "ro" if ro else "rw")]
+    prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", BIND_SCRIPT, "sh", *triples, "--"]
+    return prefix, list(options)
+
+
 def spawn(
     rootfs: str,
     argv: Sequence[str],
@@ -228,10 +259,32 @@ def spawn(
     user: tuple[int, int] = (0, 0),
     enter: Sequence[str] = (),
     binds: Sequence[tuple[str, str]] = (),
+    options: Sequence[str] = (),
+    inside: bool | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    terminal: int | None = None,
+    volumes: Sequence[tuple[str, str, bool]] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start the command; `enter`: in the container's user namespace (userns.py), where the caller prepared the
-    rootfs (bubblewrap, its root there, makes the files `binds` need)."""
-    if not enter:
+    """Start the command; `enter`: a prefix that starts it in the container's namespaces (userns.py), where
+    the caller prepared the rootfs (bubblewrap, its root there, makes the files `binds` need); `inside`: whether
+    that prefix makes bubblewrap the root of a namespace mapping every container id (by default, when there is
+    one). `terminal`: a terminal's fd for the command's stdin, stdout and stderr and its controlling terminal,
+    in a session of its own. `volumes`: host paths bound at container paths (free of symlinks), read-only or not.
+    """
+    inside = bool(enter) if inside is None else inside
+    if not inside:
         prepare(rootfs, binds)
-    command = [*enter, *bwrap_command(rootfs, argv, env, workdir, user, inside=bool(enter), binds=binds)]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=preexec(rootfs, user))
+    bound, options = volume_mounts(rootfs, user, inside, volumes, options)
+    bwrap = bwrap_command(rootfs, argv, env, workdir, user, inside=inside, binds=binds, options=options)
+    command = [*enter, *bound, *bwrap]
+    before = preexec(rootfs, user)
+    if terminal is None:
+        return subprocess.Popen(command, stdin=stdin, preexec_fn=before)
+
+    def controlling_terminal() -> None:
+        if before is not None:
+            before()
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal, preexec_fn=controlling_terminal)

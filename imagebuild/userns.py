@@ -76,15 +76,16 @@ class Namespace:
     """The user and mount namespaces a rootless RUN or `run` uses, held by a process that lives while this object
     is open, or until this process is gone (it waits for the end of its stdin, a pipe only we write to)."""
 
-    def __init__(self, uids: IdRange, gids: IdRange) -> None:
+    def __init__(self, uids: IdRange, gids: IdRange, net: bool = False) -> None:
         self.uids = uids
         self.gids = gids
+        self.net = net  # a network namespace of the container's own too (network.py forwards its ports)
         self.holder: subprocess.Popen[bytes] | None = None
 
     def open(self) -> Namespace:
         own = os.readlink("/proc/self/ns/user")
         holder = subprocess.Popen(
-            ["unshare", "--user", "--mount", "--", "cat"],
+            ["unshare", "--user", "--mount", *(["--net"] if self.net else []), "--", "cat"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -115,7 +116,7 @@ class Namespace:
     def enter(self) -> list[str]:
         """A command prefix that runs a command in the namespaces, as their root (the user)."""
         assert self.holder is not None
-        return ["nsenter", f"--target={self.holder.pid}", "--user", "--mount", "--"]
+        return ["nsenter", f"--target={self.holder.pid}", "--user", "--mount", *(["--net"] if self.net else []), "--"]
 
     def daemon(self) -> list[str]:
         """The prefix the unionfs daemon starts with: the namespace's root without CAP_CHOWN, so that it keeps what
@@ -125,6 +126,11 @@ class Namespace:
     def read(self, path: str) -> str | None:
         done = subprocess.run([*self.enter(), "cat", "--", path], capture_output=True, check=False)
         return done.stdout.decode(errors="replace") if done.returncode == 0 else None
+
+    def readlink(self, path: str) -> str | None:
+        """A symlink's target in the namespace's view, or None when `path` is no symlink."""
+        done = subprocess.run([*self.enter(), "readlink", "--", path], capture_output=True, check=False)
+        return done.stdout.decode(errors="surrogateescape").rstrip("\n") if done.returncode == 0 else None
 
     def is_link(self, path: str) -> bool:
         return subprocess.run([*self.enter(), "test", "-L", path], capture_output=True, check=False).returncode == 0

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/var/cache/imagebuild-check-fresh")
 INCLUDE = "ca-certificates,git,make,sudo"
 USER = "newcomer"
+TUN = "/dev/net/tun"
 INSTALL_LIMIT = 180.0  # seconds: the README's "about a minute" after the Debian packages, with room
 SILENCE_LIMIT = 60.0  # seconds without a line of output
 MARK = "@@check-fresh "  # the inner script's step markers
@@ -235,6 +236,9 @@ def main() -> int:
     failures = []
     fuse_mode = os.stat("/dev/fuse").st_mode & 0o7777
     os.chmod("/dev/fuse", 0o666)  # as Debian's udev sets it up; some containers start with 0600
+    tun_mode = os.stat(TUN).st_mode & 0o7777 if os.path.exists(TUN) else None
+    if tun_mode is not None:
+        os.chmod(TUN, 0o666)  # likewise; the README's `run -p` uses it (pasta) as the ordinary user
     try:
         for release in args.release or ["bookworm", "trixie"]:
             scratch = Path(tempfile.mkdtemp(prefix=f"check-fresh-{release}-", dir="/var/tmp"))
@@ -250,6 +254,8 @@ def main() -> int:
                     shutil.rmtree(scratch, ignore_errors=True)
     finally:
         os.chmod("/dev/fuse", fuse_mode)
+        if tun_mode is not None:
+            os.chmod(TUN, tun_mode)
     for failure in failures:
         print(f"check-fresh: FAIL {failure}")
     print(f"check-fresh: {'all checks passed' if not failures else f'{len(failures)} check(s) failed'}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 USER = "unionfs-test"
+TUN = "/dev/net/tun"
 RUNTIME = (
     "unionfs",
     "imagebuild",
@@ -127,6 +128,9 @@ def ordinary_user() -> Iterator[User]:
     shutil.copytree(Path(__file__).resolve().parents[1], site / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     fuse_mode = os.stat("/dev/fuse").st_mode
     os.chmod("/dev/fuse", 0o666)  # what a distribution sets up; some containers start with 0600
+    tun_mode = os.stat(TUN).st_mode if os.path.exists(TUN) else None
+    if tun_mode is not None:
+        os.chmod(TUN, 0o666)  # Debian's udev makes it so; rootless pasta (run -p) opens it
     home = base / "home"
     home.mkdir()
     os.chown(home, entry.pw_uid, entry.pw_gid)
@@ -134,6 +138,8 @@ def ordinary_user() -> Iterator[User]:
         yield User(USER, entry.pw_uid, entry.pw_gid, python, str(site), home)
     finally:
         os.chmod("/dev/fuse", fuse_mode & 0o7777)
+        if tun_mode is not None:
+            os.chmod(TUN, tun_mode & 0o7777)
         with contextlib.suppress(OSError):
             shutil.rmtree(base)
 
