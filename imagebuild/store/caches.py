@@ -71,9 +71,11 @@ def use(root: str, ident: str, sharing: str) -> Iterator[Cache]:
             fd = _open_lock(directory, ident)
             fcntl.flock(fd, fcntl.LOCK_EX if sharing == "locked" else fcntl.LOCK_SH)
         data = os.path.join(directory, "data")
-        created = not os.path.isdir(data)
-        if created:
+        try:  # two `shared` users may both find it missing: the mkdir decides which one made it
             os.mkdir(data, 0o755)
+            created = True
+        except FileExistsError:
+            created = False
         yield Cache(data, created)
     finally:
         if fd >= 0:
