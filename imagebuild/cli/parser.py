@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--explain-cache", action="store_true", help="say for each step why the cache hit or missed")
     b.add_argument("--insecure", action="store_true", help="FROM a registry over plain http")
+    b.add_argument("--estargz", action="store_true", help="store the image with its layers as eStargz (lazy pulls)")
     b.add_argument(
         "--timestamp",
         metavar="SECONDS",
@@ -112,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("ref")
     ps.add_argument("--insecure", action="store_true", help="plain http (a registry on localhost, say)")
     ps.add_argument("--mount-from", metavar="REPO", help="ask the registry to mount blobs from this repository")
+    ps.add_argument("--estargz", action="store_true", help="push the layers as eStargz (seekable gzip, for lazy pulls)")
     pl = sub.add_parser("pull", help="pull an image from a registry: REGISTRY/NAME[:TAG|@DIGEST]")
     pl.add_argument("ref")
     pl.add_argument("-t", "--tag", action="append", default=[])
