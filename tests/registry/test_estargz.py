@@ -119,3 +119,64 @@ def test_build_estargz_stores_an_estargz_image_that_pushes_as_it_is(
     bundle = tmp_path / "bundle"
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:built", str(bundle)], check=True, capture_output=True)
     assert (bundle / "rootfs" / "file").read_text() == "built\n"
+
+
+def write_layout(layout: Path, layer: bytes, annotations: dict[str, str]) -> str:
+    """An OCI layout holding one image of one layer: the layer blob as given, annotated. Returns its config."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / digest.removeprefix("sha256:")).write_bytes(data)
+        return digest
+
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config.encode()),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(layer),
+                    "size": len(layer), "annotations": annotations}],
+    }  # fmt: skip
+    data = json.dumps(manifest).encode()
+    entry = {"mediaType": manifest["mediaType"], "digest": put(data), "size": len(data),
+             "annotations": {"org.opencontainers.image.ref.name": "foreign"}}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return config
+
+
+def test_an_estargz_image_made_elsewhere_pulls_byte_for_byte_and_its_toc_is_found(
+    tool: Tool, registry: Registry, tmp_path: Path, mounted_image: Any, clients: None
+) -> None:
+    from tests.unit.test_estargz import go_style_blob
+
+    files = {"etc/motd": b"made elsewhere\n", "bin/tool": os.urandom(3000)}
+    blob, toc_digest = go_style_blob(files)
+    annotations = {esgz.TOC_DIGEST_ANNOTATION: toc_digest, esgz.UNCOMPRESSED_SIZE_ANNOTATION: "123", "x.other": "kept"}
+    layout = tmp_path / "layout"
+    config = write_layout(layout, blob, annotations)
+    ref = f"{registry.address}/elsewhere/esgz:1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:foreign", f"docker://{ref}")
+    manifest_raw = skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}")
+    tool.run("pull", ref, "--insecure")
+    image = tool.inspect(ref)
+    assert image["Id"] == "sha256:" + hashlib.sha256(config.encode()).hexdigest()
+    assert image["Manifest"] == {"Layers": json.loads(manifest_raw)["layers"]}
+    (layer,) = json.loads(manifest_raw)["layers"]
+    assert layer["annotations"] == annotations
+    stored = tool.root / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
+    assert stored.read_bytes() == blob
+    with open(stored, "rb") as f:
+        toc = esgz.verify(f, len(blob), toc_digest)
+    assert {e["name"] for e in toc.entries} == {esgz.NO_PREFETCH_LANDMARK, *files}
+    root = mounted_image(ref)
+    for name, data in files.items():
+        assert (root / name).read_bytes() == data
+    # pushed back as it is: eStargz already, so --estargz changes nothing
+    back = f"{registry.address}/elsewhere/back:1"
+    pushed = tool.run("push", ref, back, "--insecure", "--estargz")
+    assert "sha256:" + hashlib.sha256(manifest_raw).hexdigest() in pushed.stdout

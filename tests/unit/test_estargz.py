@@ -213,3 +213,48 @@ def test_a_prefetch_landmark_marks_where_the_files_to_fetch_first_end(tmp_path: 
     rebuilt = blob[: toc.offset] + member + esgz.footer(toc.offset)
     again = esgz.verify(io.BytesIO(rebuilt), len(rebuilt), "sha256:" + hashlib.sha256(raw).hexdigest())
     assert again.prefetch_end() == toc.entries[0]["offset"]
+
+
+def go_style_blob(files: dict[str, bytes]) -> tuple[bytes, str]:
+    """An eStargz blob laid out as other tools may write it: gzip members from another writer (OS byte 255), a
+    root-owned mode-0 landmark, older fields (`NumLink`), and small files packed into one member (`innerOffset`,
+    as ctr-remote's --estargz-min-chunk-size does). Returns the blob and its TOC digest."""
+
+    def header(name: str, size: int, mode: int) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = size, mode
+        return info.tobuf(tarfile.USTAR_FORMAT)
+
+    def pad(n: int) -> bytes:
+        return b"\0" * (-n % 512)
+
+    first = gzip.compress(header(esgz.NO_PREFETCH_LANDMARK, 1, 0), mtime=0)
+    packed = b"\x0f" + pad(1)
+    entries: list[dict[str, Any]] = [
+        {"name": esgz.NO_PREFETCH_LANDMARK, "type": "reg", "size": 1, "offset": len(first), "NumLink": 0,
+         "digest": "sha256:" + hashlib.sha256(b"\x0f").hexdigest(),
+         "chunkDigest": "sha256:" + hashlib.sha256(b"\x0f").hexdigest()},
+    ]  # fmt: skip
+    for name, data in files.items():
+        packed += header(name, len(data), 0o644)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        entry = {"name": name, "type": "reg", "size": len(data), "mode": 0o644, "offset": len(first), "NumLink": 0}
+        entries.append(entry | {"innerOffset": len(packed), "digest": digest, "chunkDigest": digest})
+        packed += data + pad(len(data))
+    body = first + gzip.compress(packed, mtime=0)
+    raw = json.dumps({"version": 1, "entries": entries}, indent="\t").encode()
+    toc = gzip.compress(header(esgz.TOC_NAME, len(raw), 0) + raw + pad(len(raw)) + b"\0" * 1024, mtime=0)
+    return body + toc + esgz.footer(len(body)), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_files_packed_into_one_member_by_other_tools_are_read_by_their_inner_offset() -> None:
+    files = {"a.txt": b"first file\n", "dir/b.bin": os.urandom(700), "c": b"third"}
+    blob, toc_digest = go_style_blob(files)
+    assert gzip.decompress(blob)  # an ordinary gzip stream to every reader
+    toc = esgz.verify(io.BytesIO(blob), len(blob), toc_digest)
+    for name, data in files.items():
+        (chunk,) = toc.chunks(name)
+        assert chunk.inner_offset > 0
+        assert esgz.read_chunk(io.BytesIO(blob), chunk) == data
+    with tarfile.open(fileobj=io.BytesIO(blob)) as t:
+        assert t.getnames() == [esgz.NO_PREFETCH_LANDMARK, *files, esgz.TOC_NAME]
