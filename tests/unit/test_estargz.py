@@ -49,11 +49,17 @@ def convert(tar: bytes, chunk_size: int = CHUNK) -> tuple[bytes, esgz.Written]:
 
 
 class Counting(io.BytesIO):
-    """A blob that records every range read from it."""
+    """A blob that records every seek and every range read from it."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
         self.reads: list[tuple[int, int]] = []
+        self.seeks: list[int] = []
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        position = super().seek(offset, whence)
+        self.seeks.append(position)
+        return position
 
     def read(self, size: int | None = -1, /) -> bytes:
         start = self.tell()
@@ -96,6 +102,7 @@ def test_the_toc_is_found_from_the_last_bytes_alone(tmp_path: Path) -> None:
     blob, written = convert(plain_tar(layer(tmp_path)))
     counting = Counting(blob)
     toc = esgz.read_toc(counting, len(blob))
+    assert counting.seeks == [len(blob) - esgz.FOOTER_SIZE, toc.offset]  # the footer first, then straight to the TOC
     assert counting.reads[0] == (len(blob) - esgz.FOOTER_SIZE, esgz.FOOTER_SIZE)
     assert all(start >= toc.offset for start, _ in counting.reads)
     assert sum(n for _, n in counting.reads) == len(blob) - toc.offset
