@@ -16,6 +16,7 @@ from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_value
 from imagebuild.cli.exchange import registry_progress
 from imagebuild.cli.images import analysis
 from imagebuild.dockerfile import parse_file
+from imagebuild.store.estargz import store_converted
 from imagebuild.store.images import Store, normalize_tag
 
 
@@ -69,6 +70,10 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     if report.wasted:
         summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
     print(summary)
+    if args.estargz:
+        plain = image_id
+        image_id = store_converted(store, store.resolve(image_id), [])
+        print(f"eStargz: {plain[7:19]} rewritten with seekable layers as {image_id[7:19]}")
     print(f"Successfully built {image_id}")
     for tag in args.tag:
         store.tag(image_id, tag)

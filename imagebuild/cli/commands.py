@@ -81,7 +81,8 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "push":
         ref = registry.Reference.parse(args.ref)
         client = registry.Client(ref.registry, insecure=args.insecure, progress=registry_progress())
-        digest = registry.push(store, store.resolve(args.image), ref, client, args.mount_from)
+        push = registry.push_estargz if args.estargz else registry.push
+        digest = push(store, store.resolve(args.image), ref, client, args.mount_from)
         print(f"Pushed {ref} ({digest}); {len(client.sent)} blob(s) sent")
     elif args.command == "pull":
         check_names(args.tag)

@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="id=ID,src=FILE|env=VAR",
         help="a secret for RUN --mount=type=secret (repeatable); it enters no layer, record or cache key",
     )
+    b.add_argument("--estargz", action="store_true", help="store the image with its layers as eStargz (lazy pulls)")
     b.add_argument(
         "--timestamp",
         metavar="SECONDS",
@@ -151,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("ref")
     ps.add_argument("--insecure", action="store_true", help="plain http (a registry on localhost, say)")
     ps.add_argument("--mount-from", metavar="REPO", help="ask the registry to mount blobs from this repository")
+    ps.add_argument("--estargz", action="store_true", help="push the layers as eStargz (seekable gzip, for lazy pulls)")
     pl = sub.add_parser("pull", help="pull an image from a registry: REGISTRY/NAME[:TAG|@DIGEST]")
     pl.add_argument("ref")
     pl.add_argument("-t", "--tag", action="append", default=[])

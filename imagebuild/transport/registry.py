@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from imagebuild.errors import BuildError
 from imagebuild.oci import Descriptor, Index, Manifest, OCIError, mediatypes
+from imagebuild.store.estargz import converted
 from imagebuild.store.images import Image, Store
 from imagebuild.transport.common import Say, Stager, quiet
 
@@ -296,6 +297,19 @@ def push(store: Store, image: Image, ref: Reference, client: Client, mount_from:
     data = store.blobs.read_bytes(manifest_digest)
     client.put_manifest(ref.repository, ref.target, data, image.manifest.media_type or mediatypes.OCI_MANIFEST)
     return manifest_digest
+
+
+def push_estargz(store: Store, image: Image, ref: Reference, client: Client, mount_from: str | None = None) -> str:
+    """Push `image` in eStargz form as `ref` (converted on the way, nothing stored); returns the manifest digest.
+    An image that is eStargz already goes up as it is stored."""
+    with converted(store, image) as result:
+        if not result.changed:
+            return push(store, image, ref, client, mount_from)
+        for blob in [*result.manifest.layers, result.manifest.config]:
+            client.push_blob(ref.repository, blob.digest, blob.size, result.open_blob(store, blob.digest), mount_from)
+        media_type = result.manifest.media_type or mediatypes.OCI_MANIFEST
+        client.put_manifest(ref.repository, ref.target, result.manifest_bytes, media_type)
+        return "sha256:" + hashlib.sha256(result.manifest_bytes).hexdigest()
 
 
 def _platform_manifest(index: Index, source: str) -> Descriptor:
