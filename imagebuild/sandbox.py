@@ -288,3 +288,14 @@ def spawn(
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     return subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal, preexec_fn=controlling_terminal)
+
+
+PRIVATE_PREFIX = "imagebuild-run-"  # a RUN's private dir: its secrets and mount plan, `imagebuild-run-PID-XXXX`
+
+
+def private_base() -> str:
+    """Where a RUN's secrets wait: memory (/dev/shm) where it can be used, else the temporary directory."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return tempfile.gettempdir()

@@ -132,7 +132,10 @@ class Active:
         if not self.plan.mounts:
             return self
         try:
-            self._private = tempfile.mkdtemp(prefix="imagebuild-run-", dir=_private_base())
+            # the pid in the name: `imagebuild check` finds it when a killed build could not remove it
+            self._private = tempfile.mkdtemp(
+                prefix=f"{sandbox.PRIVATE_PREFIX}{os.getpid()}-", dir=sandbox.private_base()
+            )
             self._stack.callback(shutil.rmtree, self._private, True)
             for mount in sorted(self.plan.mounts, key=lambda m: (m.target or "").count("/")):
                 self._prepare(mount)
@@ -353,14 +356,6 @@ class Active:
         with open(plan_path, "w", encoding="utf-8") as f:
             json.dump(document, f)
         return [*enter, sys.executable, "-m", "imagebuild.cli.mountns", plan_path, "--", *sandboxed]
-
-
-def _private_base() -> str:
-    """Where a RUN's secrets wait: memory (/dev/shm) where it can be used, else the temporary directory."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return tempfile.gettempdir()
 
 
 def _copy_metadata(original: str, stub: str) -> None:

@@ -8,7 +8,9 @@ imagebuild process is gone, however it ended. What can still be left:
   `imagebuild build` or `run` of the same store is alive;
 - a daemon that outlived its owner all the same (stuck);
 - a dead mount (its daemon killed) on a rootfs dir or under the store;
-- the empty rootfs dir, in the temporary directory, of an imagebuild process that is gone.
+- the empty rootfs dir, in the temporary directory, of an imagebuild process that is gone;
+- the private dir of a RUN with mounts (`imagebuild-run-PID-...` in /dev/shm or the temporary directory: the
+  secrets it was given) of an imagebuild process that is gone, SIGKILL leaving no chance to remove it.
 Mounts `imagebuild mount` made have no owner on purpose and are never leftovers while their daemon lives.
 """
 
@@ -17,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
 
-from imagebuild.sandbox import ROOTFS_NAME, ROOTFS_PREFIX
+from imagebuild.sandbox import PRIVATE_PREFIX, ROOTFS_NAME, ROOTFS_PREFIX, private_base
 from unionfs import (
     Daemon,
     MountError,
@@ -50,6 +54,7 @@ class Leftover:
     mountpoint: str | None = None
     pid: int | None = None
     directory: str | None = None
+    tree: str | None = None  # a directory removed with all it holds
 
 
 def find_leftovers(root: str) -> list[Leftover]:
@@ -90,6 +95,30 @@ def find_leftovers(root: str) -> list[Leftover]:
         if path not in listed:
             problem = f"the rootfs mount point of an interrupted build or run is left at {path}"
             found.append(Leftover(problem, directory=path))
+    for path in stale_private_dirs():
+        found.append(Leftover(f"the private files (secrets) of an interrupted RUN are left at {path}", tree=path))
+    return found
+
+
+def stale_private_dirs() -> list[str]:
+    """This user's RUN private dirs (runmounts: `imagebuild-run-PID-XXXX`) whose imagebuild process is gone."""
+    found = []
+    for base in sorted({os.path.realpath(private_base()), os.path.realpath(tempfile.gettempdir())}):
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for name in names:
+            pid, dash, _ = name[len(PRIVATE_PREFIX) :].partition("-")
+            if not name.startswith(PRIVATE_PREFIX) or not dash or not pid.isdigit():
+                continue
+            path = os.path.join(base, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and exited(int(pid)):
+                found.append(path)
     return found
 
 
@@ -114,6 +143,10 @@ def clear_leftover(leftover: Leftover) -> str | None:
             unmount(point, lazy=True)
         except UnmountError as exc:
             error = error or str(exc)
+    if leftover.tree is not None:
+        shutil.rmtree(leftover.tree, ignore_errors=True)
+        if os.path.lexists(leftover.tree):
+            error = error or f"cannot remove {leftover.tree}: remove it by hand"
     if leftover.directory is not None:
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(leftover.directory, ROOTFS_NAME))

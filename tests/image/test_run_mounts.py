@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import secrets
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.image.conftest import Tool, dockerfile
+from imagebuild import sandbox
+from tests.image.conftest import IMAGEBUILD, Tool, dockerfile
 
 
 def layer_dir(tool: Tool, image: str, index: int = -1) -> Path:
@@ -337,3 +341,31 @@ def test_a_mount_inside_another(tool: Tool, ctx: Path, tmp_path: Path) -> None:
     tool.run("build", "-t", "nested", "--secret", f"id=s,src={tmp_path / 's'}", str(ctx))
     assert (layer_dir(tool, "nested") / "got").read_text() == "nested secret\n"
     assert tree(layer_dir(tool, "nested")) == ["got"]
+
+
+def test_a_killed_builds_secret_is_named_by_check_and_removed_by_repair(tool: Tool, ctx: Path, tmp_path: Path) -> None:
+    value = "killed-" + secrets.token_hex(16)
+    source = tmp_path / "token.txt"
+    source.write_text(value)
+    dockerfile(ctx, "FROM busybox\nRUN --mount=type=secret,id=token cat /run/secrets/token >/dev/null && sleep 60\n")
+    command = [*IMAGEBUILD, "--root", str(tool.root), "build", "--no-cache", "--secret", f"id=token,src={source}"]
+    build = subprocess.Popen([*command, str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    private = ""
+    try:
+        deadline = time.monotonic() + 60
+        while not private and time.monotonic() < deadline:  # the RUN's private dir, once its secret is written
+            found = [str(p) for p in Path(sandbox.private_base()).glob(f"imagebuild-run-{build.pid}-*")]
+            private = found[0] if found and any(Path(found[0]).rglob("*")) else ""
+            time.sleep(0.2)
+        assert private, "the RUN never started"
+    finally:
+        build.kill()  # SIGKILL: nothing of imagebuild's own can clean up
+        build.communicate()
+    assert any(value in p.read_text() for p in Path(private).rglob("*") if p.is_file())  # what was left
+    found = tool.run("check", check=False)
+    assert found.returncode != 0 and f"the private files (secrets) of an interrupted RUN are left at {private}" in (
+        found.stdout + found.stderr
+    )
+    tool.run("check", "--repair")
+    assert not os.path.lexists(private)
+    assert tool.run("check").returncode == 0
