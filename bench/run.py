@@ -127,7 +127,9 @@ def mounted(kind: str, layers: list[Path], scratch: Path, extra: str = "") -> It
                     if not Path(f"/proc/{pid}").exists():
                         break
                     time.sleep(0.02)
-        if any(line.split()[1] == str(mnt) for line in open("/proc/mounts")):
+        with open("/proc/mounts") as mounts:
+            mounted = any(line.split()[1] == str(mnt) for line in mounts)
+        if mounted:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 

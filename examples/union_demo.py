@@ -30,6 +30,7 @@ with tempfile.TemporaryDirectory() as base:
             f.write("changed in the container layer\n")
         os.unlink(os.path.join(m.mountpoint, "app", "app.py"))
         print("--- /etc/motd after an append (copied up):")
-        print(open(os.path.join(m.mountpoint, "etc", "motd")).read(), end="")
+        with open(os.path.join(m.mountpoint, "etc", "motd")) as f:
+            print(f.read(), end="")
     show("the upper layer: the copied-up file and a whiteout for the deleted one", paths["upper"])
     show("the lower layers are untouched", paths["app"])

@@ -103,7 +103,7 @@ def run(spec: RunSpec, mount_for: MountFor) -> int:
     terminal: Terminal | None = None
     child: subprocess.Popen[bytes] | None = None
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 

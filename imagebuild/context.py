@@ -124,7 +124,7 @@ def _hash_file(fd: int) -> str:
     return h.hexdigest()
 
 
-def load(root: str, dockerfile_rel: str | None) -> Context:
+def load(root: str) -> Context:
     if not os.path.isdir(root):
         raise BuildError(f"build context '{root}' is not a directory: give the directory to build from")
     ignore_path = os.path.join(root, ".dockerignore")

@@ -57,7 +57,7 @@ class Terminal:
         raw = forward_input and os.isatty(0)
         saved = termios.tcgetattr(0) if raw else None
 
-        def winch(signum: int, frame: FrameType | None) -> None:
+        def winch(_signum: int, _frame: FrameType | None) -> None:
             self.resize()
 
         previous = signal.signal(signal.SIGWINCH, winch)

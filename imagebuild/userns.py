@@ -40,9 +40,14 @@ def subordinate(table: str, name: str, uid: int) -> IdRange | None:
         return None
     for line in lines:
         fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in (name, str(uid)) and fields[1].isdigit() and fields[2].isdigit():
-            if int(fields[2]) > 0:
-                return IdRange(int(fields[1]), int(fields[2]))
+        if (
+            len(fields) == 3
+            and fields[0] in (name, str(uid))
+            and fields[1].isdigit()
+            and fields[2].isdigit()
+            and int(fields[2]) > 0
+        ):
+            return IdRange(int(fields[1]), int(fields[2]))
     return None
 
 

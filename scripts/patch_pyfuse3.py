@@ -169,7 +169,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             version = build(requirement, Path(tmp))
-        except Exception as exc:  # any failure at all: the stock pyfuse3 works, only slower
+        except Exception as exc:  # noqa: BLE001 (any failure at all: the stock pyfuse3 works, only slower)
             reason = " ".join(str(exc).split()) or type(exc).__name__
             print(
                 f"patch_pyfuse3: keeping the stock pyfuse3 ({reason}); listings stay uncached and data passes "

@@ -86,9 +86,13 @@ def state(uid: int, places: tuple[str, ...]) -> set[str]:
         for entry in info:
             fields = entry.split()
             kind = fields[fields.index("-") + 1]
-            if kind.startswith("fuse") and f"user_id={uid}" in entry and fields[4].startswith(places):
-                if not made_by_a_live_build(fields[4]):
-                    found.add(f"mounted: {fields[4]}")
+            if (
+                kind.startswith("fuse")
+                and f"user_id={uid}" in entry
+                and fields[4].startswith(places)
+                and not made_by_a_live_build(fields[4])
+            ):
+                found.add(f"mounted: {fields[4]}")
     for pid in daemons(uid):
         text = cmdline(pid)
         if any(place in text for place in places) and not made_by_a_live_build(text):

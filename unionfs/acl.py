@@ -84,9 +84,7 @@ def mode_bits(entries: Acl) -> int:
     for entry in entries:
         if entry.tag == USER_OBJ:
             bits |= entry.perm << 6
-        elif entry.tag == GROUP_OBJ and _find(entries, MASK) is None:
-            bits |= entry.perm << 3
-        elif entry.tag == MASK:
+        elif (entry.tag == GROUP_OBJ and _find(entries, MASK) is None) or entry.tag == MASK:
             bits |= entry.perm << 3
         elif entry.tag == OTHER:
             bits |= entry.perm

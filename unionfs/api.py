@@ -94,7 +94,7 @@ class UnionMount:
             pidfile = os.path.join(tmp, "pid")
             command = [sys.executable, "-m", "unionfs", "mount", "-o", self.options, "--pidfile", pidfile]
             # (unnamed: it goes when the last process holding it does, whatever becomes of this one)
-            self._records = tempfile.TemporaryFile()
+            self._records = tempfile.TemporaryFile()  # noqa: SIM115 (held until unmount: _drop_records closes it)
             command += ["--error-fd", str(self._records.fileno())]
             fds: tuple[int, ...] = (self._records.fileno(),)
             if self.owned:

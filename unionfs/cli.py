@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -149,15 +150,15 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
 def spawn_daemon(argv: Sequence[str], args: argparse.Namespace) -> None:
     """Start the daemon in its own session and return once its mount is ready (or say why it is not)."""
     read_end, write_end = os.pipe()
-    log = open(args.log, "ab") if args.log else subprocess.DEVNULL
-    child = subprocess.Popen(
-        [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
-        pass_fds=tuple(fd for fd in (write_end, args.owner_fd, args.error_fd) if fd is not None),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
+    with open(args.log, "ab") if args.log else contextlib.nullcontext(subprocess.DEVNULL) as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "unionfs", "mount", "-f", "--ready-fd", str(write_end), *argv],
+            pass_fds=tuple(fd for fd in (write_end, args.owner_fd, args.error_fd) if fd is not None),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         answer = pipe.read().decode(errors="replace").strip()

@@ -3,6 +3,7 @@ types. Translation only; the only module raising FUSEError."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -49,7 +50,7 @@ def translate(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s%r -> %s", func.__name__, args[1:], errno.errorcode.get(exc.errno or 0, exc.errno))
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (the FUSE edge: a bug is recorded and answered EIO, never kills the mount)
             ops.io_errors.record(func.__name__, args[1:], exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
         finally:
@@ -301,10 +302,8 @@ class UnionOperations(pyfuse3.Operations):
         attributes it holds (without FUSE_POSIX_ACL it forgets only the change time)."""
         if os.fsdecode(name) not in acl.NAMES:
             return
-        try:
+        with contextlib.suppress(OSError):  # (the kernel no longer knows the inode: nothing is cached)
             pyfuse3.invalidate_inode(inode, attr_only=True)
-        except OSError:
-            pass  # (the kernel no longer knows the inode: nothing is cached)
 
     @translate
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:

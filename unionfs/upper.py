@@ -67,8 +67,8 @@ class Upper:
         self.metacopy_xattr = TRUSTED_METACOPY if opaque_xattr == TRUSTED_OPAQUE else USER_METACOPY
         self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
         self._names = itertools.count()
-        self.alias: AliasHook = lambda st, node: None
-        self.fresh: FreshHook = lambda st: None
+        self.alias: AliasHook = lambda _st, _node: None
+        self.fresh: FreshHook = lambda _st: None
 
     def close(self) -> None:
         os.close(self.work_fd)

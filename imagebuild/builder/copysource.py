@@ -162,7 +162,7 @@ def relative(source: str, what: str) -> str:
 
 
 def find(
-    sources: list[str], tree: FileTree, what: str, excluded: Callable[[str], bool] = lambda rel: False
+    sources: list[str], tree: FileTree, what: str, excluded: Callable[[str], bool] = lambda _rel: False
 ) -> list[Match]:
     """Every item the sources name in `tree` (`what` names the tree in errors: "the build context")."""
     found: list[Match] = []

@@ -45,7 +45,7 @@ class SourceSide:
 
     tree: FileTree
     what: str
-    excluded: Callable[[str], bool] = lambda rel: False
+    excluded: Callable[[str], bool] = lambda _rel: False
 
 
 def run(request: CopyRequest, image: FileTree, side: SourceSide, layer: str) -> None:

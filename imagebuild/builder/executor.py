@@ -188,10 +188,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
             self._say(f" ---> Using cache {layer.diff_id[7:19]}")
         else:
             why = self._why_missed(step_id, files)
-            if plan is None:
-                layer_dir = self._run(instruction, state, mounts)
-            else:
-                layer_dir = self._copy(instruction, state, plan)
+            layer_dir = self._run(instruction, state, mounts) if plan is None else self._copy(instruction, state, plan)
             layer = self.store.add_layer(layer_dir, self.options.epoch)
             created = self._created()
             self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict(), "created": created})

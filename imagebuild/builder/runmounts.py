@@ -41,6 +41,7 @@ from imagebuild.errors import BuildError
 from imagebuild.store import caches
 from imagebuild.store.images import Store
 from imagebuild.userns import Namespace
+from unionfs import MountError as UnionMountError
 from unionfs import mounted
 
 _NOT_COPIED = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")  # opaque markers and the like
@@ -226,7 +227,7 @@ class Active:
         enter = [] if self.namespace is None else self.namespace.daemon()
         try:
             self._stack.enter_context(mounted(point, lowers or [empty], upper, work, options, enter=enter))
-        except Exception as exc:
+        except (UnionMountError, OSError) as exc:
             raise self._fail(f"cannot mount --mount from={mount.from_}: {exc}") from None
         return point, found.path.lstrip("/"), found.node.is_dir
 

@@ -33,8 +33,7 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     dockerfile = find_dockerfile(root, args.file)
     build_args = key_values(args.build_arg, "--build-arg")
     df = parse_file(dockerfile)
-    rel = os.path.relpath(os.path.realpath(dockerfile), os.path.realpath(root))
-    ctx = build_context.load(root, rel)
+    ctx = build_context.load(root)
     print(f"Build context: {len(ctx.entries)} entries, {human(ctx.size)}", flush=True)
     if ctx.size > build_context.LARGE_CONTEXT:
         print(

@@ -158,14 +158,14 @@ def _shell(cmd: str, rest: str, flags: dict[str, str], escape: str) -> _Args:
     return _Args(array, json_form=True)
 
 
-def _json_or_words(cmd: str, rest: str) -> _Args:
+def _json_or_words(rest: str) -> _Args:
     array = parse_json_array(rest)
     return _Args(split_whitespace(rest)) if array is None else _Args(array, json_form=True)
 
 
 def _copy(cmd: str, rest: str, flags: dict[str, str], escape: str) -> _Args:
     """COPY and ADD: sources then a destination; the destination cannot be a heredoc."""
-    parsed = _json_or_words(cmd, rest)
+    parsed = _json_or_words(rest)
     args = parsed.args
     if len(args) == 0:
         raise InstructionError(f"{cmd} requires at least two arguments")
@@ -180,7 +180,7 @@ def _copy(cmd: str, rest: str, flags: dict[str, str], escape: str) -> _Args:
 
 def _volume(cmd: str, rest: str, flags: dict[str, str], escape: str) -> _Args:
     _require(cmd, rest)
-    parsed = _json_or_words(cmd, rest)
+    parsed = _json_or_words(rest)
     if not parsed.args or any(not volume.strip() for volume in parsed.args):
         raise InstructionError("VOLUME specified can not be an empty string")
     return parsed

@@ -117,8 +117,7 @@ def _decompressed(src: BinaryIO, stack: contextlib.ExitStack) -> IO[bytes]:
 def _open_tar(src: BinaryIO) -> Iterator[tarfile.TarFile]:
     with contextlib.ExitStack() as stack:
         stream = _decompressed(src, stack)
-        tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
-        with tar:
+        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
             yield tar
 
 

@@ -289,7 +289,7 @@ class _Headers:
     def __init__(self) -> None:
         self.headers: list[tarfile.TarInfo] = []
 
-    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: IO[bytes] | None = None) -> None:
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: IO[bytes] | None = None) -> None:  # noqa: ARG002 (_Sink's, i.e. TarFile's, signature)
         self.headers.append(tarinfo)
 
 

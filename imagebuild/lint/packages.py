@@ -39,15 +39,23 @@ def cache_problems(run: Sequence[Command], cache_targets: Sequence[str]) -> list
         verb = " and ".join(dict.fromkeys(f"{c.name} {c.subcommand(_APT_OPTIONS)}" for c in apt))
         problems.append(CacheProblem("apt", f"{verb} without 'rm -rf /var/lib/apt/lists/*' in the same RUN"))
     apk = [c for c in run if c.name == "apk" and c.subcommand(_APK_OPTIONS) in {"add", "update"}]
-    if apk and not _removes(run, "/var/cache/apk") and not _mounted(cache_targets, "/var/cache/apk"):
-        if any("--no-cache" not in c.args for c in apk):
-            problems.append(CacheProblem("apk", "apk add without --no-cache (or 'rm -rf /var/cache/apk/*')"))
+    if (
+        apk
+        and not _removes(run, "/var/cache/apk")
+        and not _mounted(cache_targets, "/var/cache/apk")
+        and any("--no-cache" not in c.args for c in apk)
+    ):
+        problems.append(CacheProblem("apk", "apk add without --no-cache (or 'rm -rf /var/cache/apk/*')"))
     rpm = [c for c in run if c.name in _RPM and c.subcommand(_RPM_OPTIONS) in {"install", "update", "upgrade"}]
     cleaned = any(c.name in _RPM and c.operands(_RPM_OPTIONS)[:2] == ["clean", "all"] for c in run)
-    if rpm and not cleaned and not any(_removes(run, f"/var/cache/{c.name}") for c in rpm):
-        if not any(_mounted(cache_targets, f"/var/cache/{c.name}") for c in rpm):
-            name = rpm[0].name
-            problems.append(CacheProblem(name, f"{name} install without '{name} clean all' in the same RUN"))
+    if (
+        rpm
+        and not cleaned
+        and not any(_removes(run, f"/var/cache/{c.name}") for c in rpm)
+        and not any(_mounted(cache_targets, f"/var/cache/{c.name}") for c in rpm)
+    ):
+        name = rpm[0].name
+        problems.append(CacheProblem(name, f"{name} install without '{name} clean all' in the same RUN"))
     return problems
 
 
@@ -59,9 +67,12 @@ def upgrades(run: Sequence[Command]) -> list[str]:
             out.append(f"{c.name} {c.subcommand(_APT_OPTIONS)}")
         elif c.name == "apk" and c.subcommand(_APK_OPTIONS) == "upgrade":
             out.append("apk upgrade")
-        elif c.name in _RPM and c.subcommand(_RPM_OPTIONS) in {"upgrade", "update", "distro-sync"}:
-            if not c.operands(_RPM_OPTIONS)[1:]:  # `dnf update` with no package names upgrades everything
-                out.append(f"{c.name} {c.subcommand(_RPM_OPTIONS)}")
+        elif (
+            c.name in _RPM
+            and c.subcommand(_RPM_OPTIONS) in {"upgrade", "update", "distro-sync"}
+            and not c.operands(_RPM_OPTIONS)[1:]  # `dnf update` with no package names upgrades everything
+        ):
+            out.append(f"{c.name} {c.subcommand(_RPM_OPTIONS)}")
     return out
 
 

@@ -303,7 +303,7 @@ class Store:
         for digest in list(self.blobs.iter_digests()):
             try:
                 self.blobs.verify(digest)
-            except Exception as exc:
+            except (BlobError, OSError) as exc:
                 problems.append(f"blob {digest}: {exc}")
                 bad.add(digest)
         index = self._index()
@@ -313,7 +313,7 @@ class Store:
                 image = self.resolve(image_id)
                 needed |= {layer.blob.digest for layer in image.layers}
                 missing_dirs = [lay.diff_id for lay in image.layers if not os.path.isdir(self.layer_dir(lay.diff_id))]
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (check reports whatever a damaged image raises, then goes on)
                 problems.append(f"image {image_id}: unreadable ({exc})")
                 missing_dirs = []
                 needed.add("unreadable")

@@ -132,9 +132,8 @@ def test_a_full_upper_gives_enospc_and_corrupts_nothing(mounter: Mounter, tmp_pa
         write(tmp_path / "lower" / "big", big)
         write(tmp_path / "lower" / "small", "small\n")
         m = mounter([tmp_path / "lower"], small / "up", small / "work").mountpoint
-        with pytest.raises(OSError) as info:
-            with open(m / "big", "ab") as f:  # the copy-up does not fit
-                f.write(b"x")
+        with pytest.raises(OSError) as info, open(m / "big", "ab") as f:  # the copy-up does not fit
+            f.write(b"x")
         assert info.value.errno == errno.ENOSPC
         assert (m / "big").read_bytes() == big  # the lower view is intact
         with pytest.raises(OSError) as info:
@@ -183,7 +182,8 @@ def test_hostile_layers_never_lead_the_daemon_outside(mounter: Mounter, tmp_path
     assert (m / "deep" / ("d/" * 100) / "leaf").read_text() == "deep\n"
     assert len(os.listdir(m / "huge")) == 3001
     for name in odd:
-        assert open(os.path.join(os.fsencode(m), name), "rb").read() == b"odd\n"
+        with open(os.path.join(os.fsencode(m), name), "rb") as f:
+            assert f.read() == b"odd\n"
     assert os.listdir(sentinel) == ["secret"] and os.stat(sentinel / "secret").st_mtime_ns == before.st_mtime_ns
     assert (sentinel / "secret").read_text() == "outside the layers\n"
     assert os.path.islink(below / "etc") and os.readlink(below / "escape") == str(sentinel)

@@ -49,7 +49,8 @@ def layers(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     return lower, upper, work, mnt
 
 
-def test_a_bug_answered_eio_is_recorded_for_the_caller(tmp_path: Path, faulty: None) -> None:
+@pytest.mark.usefixtures("faulty")
+def test_a_bug_answered_eio_is_recorded_for_the_caller(tmp_path: Path) -> None:
     lower, upper, work, mnt = layers(tmp_path)
     mount = UnionMount(str(mnt), [str(lower)], str(upper), str(work)).mount()
     try:

@@ -49,7 +49,7 @@ def oracle(tmp_path: Path, kernel_layers: list[Path]) -> Iterator[Callable[..., 
     yield mount
 
 
-def test_merged_view_matches_kernel_overlayfs(mounter: Mounter, layers: list[Path], oracle, tmp_path: Path) -> None:
+def test_merged_view_matches_kernel_overlayfs(mounter: Mounter, layers: list[Path], oracle) -> None:
     ours = mounter(layers)
     try:
         with oracle("kmnt") as kernel:

@@ -196,8 +196,7 @@ def test_reads_follow_copy_up_after_dropping_caches_and_mmap_writes_land(mounter
 
     m = rw(mounter, dirs)
     path = m / "usr" / "lib" / "a.so"
-    reader = open(path, "rb", buffering=0)  # no user-space buffer: every read asks the kernel
-    try:
+    with open(path, "rb", buffering=0) as reader:  # no user-space buffer: every read asks the kernel
         assert reader.read(4) == b"AAAA"
         with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
             mapped[0:4] = b"ZZZZ"
@@ -207,32 +206,29 @@ def test_reads_follow_copy_up_after_dropping_caches_and_mmap_writes_land(mounter
                 f.write("3\n")
         reader.seek(0)
         assert reader.read(4) == b"ZZZZ"
-    finally:
-        reader.close()
     assert (dirs["up"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"ZZZZ"
     assert (dirs["l2"] / "usr" / "lib" / "a.so").read_bytes()[:4] == b"AAAA"
 
 
-def test_metacopy_chmod_copies_no_data_until_the_first_write(mounter: Mounter, dirs, tmp_path: Path) -> None:
+def test_metacopy_chmod_copies_no_data_until_the_first_write(mounter: Mounter, dirs) -> None:
     big = b"0123456789abcdef" * 65536  # 1 MiB
     write(dirs["l2"] / "big.bin", big)
     os.link(dirs["l2"] / "big.bin", dirs["l2"] / "etc" / "big-link")
     m = mounter([dirs["l1"], dirs["l2"]], dirs["up"], dirs["work"], options=["metacopy=on"]).mountpoint
-    reader = open(m / "big.bin", "rb", buffering=0)
-    os.chmod(m / "big.bin", 0o600)
-    os.utime(m / "big.bin", ns=(5_000_000_000, 6_000_000_000))
-    upper = dirs["up"] / "big.bin"
-    assert os.stat(upper).st_blocks == 0 and os.stat(upper).st_size == len(big)  # metadata only
-    assert (m / "big.bin").read_bytes() == big
-    st = os.stat(m / "big.bin")
-    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime_ns == 6_000_000_000
-    assert (m / "etc" / "big-link").read_bytes() == big
-    with open(m / "etc" / "big-link", "r+b") as f:  # the first write brings the data, for every name
-        f.write(b"XY")
-    assert os.stat(upper).st_blocks > 0
-    assert (m / "big.bin").read_bytes() == b"XY" + big[2:]
-    assert reader.read(4) == b"XY23"  # an fd opened before follows the file
-    reader.close()
+    with open(m / "big.bin", "rb", buffering=0) as reader:
+        os.chmod(m / "big.bin", 0o600)
+        os.utime(m / "big.bin", ns=(5_000_000_000, 6_000_000_000))
+        upper = dirs["up"] / "big.bin"
+        assert os.stat(upper).st_blocks == 0 and os.stat(upper).st_size == len(big)  # metadata only
+        assert (m / "big.bin").read_bytes() == big
+        st = os.stat(m / "big.bin")
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime_ns == 6_000_000_000
+        assert (m / "etc" / "big-link").read_bytes() == big
+        with open(m / "etc" / "big-link", "r+b") as f:  # the first write brings the data, for every name
+            f.write(b"XY")
+        assert os.stat(upper).st_blocks > 0
+        assert (m / "big.bin").read_bytes() == b"XY" + big[2:]
+        assert reader.read(4) == b"XY23"  # an fd opened before follows the file
     assert (dirs["l2"] / "big.bin").read_bytes() == big
     mounter.mounts[-1].remount()
     assert (m / "big.bin").read_bytes() == b"XY" + big[2:] and os.stat(m / "big.bin").st_ino == os.stat(

@@ -104,13 +104,13 @@ LONG_NAME = "n" * 256
 #: calls naming a path with a LONG_NAME in it (and `other`, an ordinary path): ENAMETOOLONG everywhere, unless
 #: something before it in the path already fails
 NAME_CALLS: dict[str, Callable[[str, str], Any]] = {
-    "lstat": lambda path, other: lstat(path),
-    "unlink": lambda path, other: os.unlink(path),
-    "rmdir": lambda path, other: os.rmdir(path),
-    "chmod": lambda path, other: os.chmod(path, 0o600),
-    "truncate": lambda path, other: os.truncate(path, 0),
-    "mkdir": lambda path, other: os.mkdir(path),
-    "create": lambda path, other: os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NONBLOCK, 0o644)),
+    "lstat": lambda path, _other: lstat(path),
+    "unlink": lambda path, _other: os.unlink(path),
+    "rmdir": lambda path, _other: os.rmdir(path),
+    "chmod": lambda path, _other: os.chmod(path, 0o600),
+    "truncate": lambda path, _other: os.truncate(path, 0),
+    "mkdir": lambda path, _other: os.mkdir(path),
+    "create": lambda path, _other: os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NONBLOCK, 0o644)),
     "link-to": lambda path, other: os.link(other, path, follow_symlinks=False),
     "rename-to": lambda path, other: os.rename(other, path),
     "rename-from": lambda path, other: os.rename(path, other),

@@ -389,7 +389,7 @@ class UnionMachine(RuleBasedStateMachine):
         if self.oracle is not None:
             self.oracle.remount()
 
-    @precondition(lambda self: PRIVILEGED)
+    @precondition(lambda _self: PRIVILEGED)
     @rule()
     def drop_caches(self) -> None:
         os.sync()

@@ -20,7 +20,7 @@ LAST_MODIFIED = 1_600_000_000  # what the server says of its files
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # noqa: ARG002 (BaseHTTPRequestHandler's signature)
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
 
 

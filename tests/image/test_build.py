@@ -9,6 +9,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.image.conftest import Tool, dockerfile
 
 
@@ -208,7 +210,8 @@ def test_mistakes_are_one_line_with_file_and_line_and_leave_no_image(tool: Tool,
     assert os.listdir(tool.root / "tmp") == []
 
 
-def test_reproducible_across_stores_and_source_date_epoch(tool: Tool, ctx: Path, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("tool")
+def test_reproducible_across_stores_and_source_date_epoch(ctx: Path, tmp_path: Path) -> None:
     """With an epoch the same COPY gives the same image in any store, even without the cache; another epoch, another."""
     dockerfile(ctx, "FROM scratch\nCOPY . /\n")
     (ctx / "f").write_text("same\n")

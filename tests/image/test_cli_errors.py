@@ -57,19 +57,19 @@ def archive(tool: Tool, tmp_path: Path) -> bytes:
     return path.read_bytes()
 
 
-def junk(tool: Tool, tmp_path: Path) -> Path:
+def junk(tool: Tool, tmp_path: Path) -> Path:  # noqa: ARG001 (every case builder takes the same arguments)
     path = tmp_path / "x.tar"
     path.write_bytes(bytes(range(256)) * 8)
     return path
 
 
-def empty(tool: Tool, tmp_path: Path) -> Path:
+def empty(tool: Tool, tmp_path: Path) -> Path:  # noqa: ARG001 (every case builder takes the same arguments)
     path = tmp_path / "empty.tar"
     path.write_bytes(b"")
     return path
 
 
-def tar_without_manifest(tool: Tool, tmp_path: Path) -> Path:
+def tar_without_manifest(tool: Tool, tmp_path: Path) -> Path:  # noqa: ARG001 (every case builder takes the same arguments)
     path = tmp_path / "files.tar"
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("hello.txt")
@@ -78,7 +78,7 @@ def tar_without_manifest(tool: Tool, tmp_path: Path) -> Path:
     return path
 
 
-def directory_without_layout(tool: Tool, tmp_path: Path) -> Path:
+def directory_without_layout(tool: Tool, tmp_path: Path) -> Path:  # noqa: ARG001 (every case builder takes the same arguments)
     path = tmp_path / "somedir"
     path.mkdir()
     (path / "index.json").write_text("{}")

@@ -36,9 +36,8 @@ def descendants(pid: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    parents[int(entry)] = int(f.read().rpartition(b")")[2].split()[1])
+            with contextlib.suppress(OSError, IndexError), open(f"/proc/{entry}/stat", "rb") as f:
+                parents[int(entry)] = int(f.read().rpartition(b")")[2].split()[1])
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()

@@ -76,7 +76,8 @@ def test_a_failing_stage_stops_the_others_and_leaves_nothing(tool: Tool, ctx: Pa
     assert os.listdir(tool.root / "tmp") == []  # no scratch upper, work or layer dir
     rootfs_dirs = [p for p in os.listdir("/tmp") if p.startswith(f"imagebuild-rootfs-{proc.pid}-")]
     assert rootfs_dirs == []  # the mount points, unmounted and removed
-    mounts = [line.split()[1] for line in open("/proc/mounts")]
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f]
     assert not [m for m in mounts if f"imagebuild-rootfs-{proc.pid}-" in m and is_mounted(m)]
     assert not _processes_with(str(tool.root)) and not _processes_with("sleep 43")  # no daemon, no command
 

@@ -54,7 +54,8 @@ def start(tool: Tool, *args: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
-def test_publish_serves_the_demo_app_on_the_host_port(tool: Tool, demo: str, pasta: None, how: int) -> None:
+@pytest.mark.usefixtures("pasta")
+def test_publish_serves_the_demo_app_on_the_host_port(tool: Tool, demo: str, how: int) -> None:
     port = 8080 if not listening(8080) else free_port()
     before = pastas()
     scratch = set(Path(tempfile.gettempdir()).glob("imagebuild-net-*"))
@@ -73,7 +74,8 @@ def test_publish_serves_the_demo_app_on_the_host_port(tool: Tool, demo: str, pas
     assert set(Path(tempfile.gettempdir()).glob("imagebuild-net-*")) <= scratch  # pasta's pid file went too
 
 
-def test_a_port_in_use_is_one_line_and_nothing_is_left(tool: Tool, demo: str, pasta: None) -> None:
+@pytest.mark.usefixtures("pasta")
+def test_a_port_in_use_is_one_line_and_nothing_is_left(tool: Tool, demo: str) -> None:
     port = free_port()
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "

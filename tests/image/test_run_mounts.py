@@ -3,6 +3,7 @@ layer, no secret anywhere in the store, caches kept between builds and removed b
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -88,10 +89,8 @@ def _grep_store(root: Path, needle: bytes) -> list[str]:
             continue
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
-            try:
+            with contextlib.suppress(OSError, EOFError):
                 data += gzip.decompress(data)
-            except (OSError, EOFError):
-                pass
         if needle in data:
             found.append(str(path))
     return found

@@ -12,6 +12,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.image.conftest import Tool, dockerfile
 from tests.support import is_mounted
 
@@ -45,10 +47,12 @@ def test_a_build_killed_mid_run_leaves_no_image_and_check_repairs(tool: Tool, ct
     assert "store repaired" in tool.run("check", "--repair").stdout
     assert tool.run("check").stdout.strip() == "store consistent"
     ours = f"/tmp/imagebuild-rootfs-{proc.pid}-"  # the killed build's mount points (other builds may run)
-    assert not any(p.startswith(ours) and is_mounted(p) for p in (line.split()[1] for line in open("/proc/mounts")))
+    with open("/proc/mounts") as f:
+        assert not any(p.startswith(ours) and is_mounted(p) for p in (line.split()[1] for line in f))
 
 
-def test_an_import_killed_mid_way_changes_nothing(tool: Tool, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("tool")
+def test_an_import_killed_mid_way_changes_nothing(tmp_path: Path) -> None:
     archive = tmp_path / "big.tar"
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as t:

@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.image.conftest import Tool, dockerfile
 from tests.support import is_mounted
 
@@ -116,7 +118,8 @@ def test_without_an_epoch_the_image_is_dated_now_and_run_sees_no_epoch(tool: Too
         assert (root / "app" / "epoch").read_text() == "[]\n"
 
 
-def test_check_names_a_layer_whose_directory_no_longer_matches_its_tar(ctx: Path, tmp_path: Path, tool: Tool) -> None:
+@pytest.mark.usefixtures("tool")
+def test_check_names_a_layer_whose_directory_no_longer_matches_its_tar(ctx: Path, tmp_path: Path) -> None:
     (ctx / "file").write_text("content\n")
     dockerfile(ctx, "FROM scratch\nCOPY file /file\n")
     store = Tool(tmp_path / "store")

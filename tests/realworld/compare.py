@@ -138,7 +138,7 @@ def show(entry: Entry | None) -> str:
 
 
 # capability(7) numbers, for reading security.capability
-CAPABILITIES = (
+CAPABILITIES = (  # noqa: SIM905 (the capability(7) names in order read best as one text)
     "chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable net_bind_service "
     "net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct "
     "sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease audit_write audit_control setfcap "

@@ -9,6 +9,7 @@ that namespace never show outside it, and it goes away with its last process, mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -111,17 +112,15 @@ class NoMtab:
         """Kill whatever still runs in the namespace (daemons included): with its last process the namespace
         and every mount in it are gone."""
         for pid in self.processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         wait_until(lambda: not self.processes(), 20)
         self.holder.kill()
         self.holder.wait()
 
 
 @pytest.fixture(scope="session")
-def etc_without_mtab(user: User) -> Iterator[Path]:
+def etc_without_mtab(user: User) -> Iterator[Path]:  # noqa: ARG001 (asked for so that the user exists first)
     """A copy of /etc (made after the test user exists) without mtab."""
     for tool in ("unshare", "nsenter"):
         if shutil.which(tool) is None:

@@ -251,9 +251,8 @@ def user_allow_other() -> Iterator[None]:
             conf.write_text(before)
 
 
-def test_other_users_get_ordinary_checks_while_the_owner_is_root_of_its_mount(
-    user: User, setup, user_allow_other: None
-) -> None:
+@pytest.mark.usefixtures("user_allow_other")
+def test_other_users_get_ordinary_checks_while_the_owner_is_root_of_its_mount(user: User, setup) -> None:
     layers, up, work, mnt = setup
     write(layers[2] / "private", "secret\n", 0o600)
     (layers[2] / "shared").mkdir(mode=0o777)

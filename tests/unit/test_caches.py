@@ -52,7 +52,7 @@ def test_a_node_is_resolved_once_per_generation() -> None:
     cache: NodeCache[list[str]] = NodeCache(source)
     calls: list[str] = []
 
-    def resolve(nodeid: int) -> Node:
+    def resolve(_nodeid: int) -> Node:
         calls.append("a")
         return node("a", len(calls))
 
@@ -68,7 +68,7 @@ def test_written_data_makes_attributes_stale_but_not_the_place() -> None:
     cache: NodeCache[list[str]] = NodeCache(source)
     sizes = iter(range(1, 10))
 
-    def resolve(nodeid: int) -> Node:
+    def resolve(_nodeid: int) -> Node:
         return node("a", next(sizes))
 
     cache.node(5, resolve)
@@ -101,7 +101,7 @@ def test_listings_go_with_the_generation_and_with_any_write() -> None:
 def test_caches_are_bounded() -> None:
     cache: NodeCache[list[str]] = NodeCache(Source(), nodes=3, listings=2)
     for nodeid in range(10):
-        cache.node(nodeid, lambda nodeid: node("a"))
+        cache.node(nodeid, lambda _nodeid: node("a"))
         cache.listing(nodeid, list)
     assert len(cache._nodes) <= 3 and len(cache._listings) <= 2
 

@@ -51,7 +51,7 @@ class FakeTree:
         prefix = path.rstrip("/") + "/"
         return sorted(p[len(prefix) :] for p in self.nodes if p.startswith(prefix) and "/" not in p[len(prefix) :])
 
-    def open(self, path: str, flags: int = 0) -> int:
+    def open(self, path: str, flags: int = 0) -> int:  # noqa: ARG002 (FileTree's signature)
         raise AssertionError("the rules never read data")
 
 
@@ -337,7 +337,7 @@ def test_the_context_as_a_tree_honours_dockerignore(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("b\n")
     (tmp_path / "link").symlink_to("b.txt")
     (tmp_path / ".dockerignore").write_text("a\n!a/keep\n")
-    tree = ContextTree(load(str(tmp_path), None))
+    tree = ContextTree(load(str(tmp_path)))
     assert tree.children("/") == [".dockerignore", "a", "b.txt", "link"]
     assert tree.children("/a") == ["keep"]  # the directory leads to a re-included file: it is there
     assert tree.node("/a/drop") is None and tree.node("/missing") is None

@@ -45,7 +45,7 @@ def context(tmp_path: Path) -> ContextTree:
     (ctx / "f.txt").write_text("f\n")
     (ctx / "dir" / "a.txt").write_text("a\n")
     (ctx / "dir" / "sub" / "s.txt").write_text("s\n")
-    return ContextTree(load(str(ctx), None))
+    return ContextTree(load(str(ctx)))
 
 
 def copy(lowers: list[str], context: ContextTree, layer: Path, *words: str, **flags: str) -> Path:

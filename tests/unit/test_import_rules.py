@@ -89,16 +89,22 @@ def violations(root: Path) -> list[str]:
             continue
         for node in ast.walk(tree):
             where = f"{rel}:{getattr(node, 'lineno', 0)}"
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                if node.func.id in ("print", "exit", "quit"):
-                    found.append(f"{where}: {node.func.id}() outside a cli module")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("print", "exit", "quit")
+            ):
+                found.append(f"{where}: {node.func.id}() outside a cli module")
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 pair = (node.value.id, node.attr)
                 if pair in EXITS or (node.value.id == "sys" and node.attr in ("stdout", "stderr")):
                     found.append(f"{where}: {'.'.join(pair)} outside a cli module")
-            if isinstance(node, ast.ImportFrom) and node.module == "sys":
-                if any(a.name in ("exit", "stdout", "stderr") for a in node.names):
-                    found.append(f"{where}: from sys import exit/stdout/stderr outside a cli module")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "sys"
+                and any(a.name in ("exit", "stdout", "stderr") for a in node.names)
+            ):
+                found.append(f"{where}: from sys import exit/stdout/stderr outside a cli module")
     found += [f"unionfs/__init__.py: {name} is in __all__ but imagebuild does not use it" for name in api - used]
     return found
 

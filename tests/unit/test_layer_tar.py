@@ -637,16 +637,16 @@ HOSTILE: dict[str, Callable[[Path], list[tuple[str, bytes, dict[str, Any]]]]] = 
     # `s` is the sentinel; entries aim both at it and at a new name beside it ("planted")
     "absolute path": lambda s: [reg(str(s.parent / "planted"), b"pwned")],
     "absolute path (existing)": lambda s: [reg(str(s), b"pwned")],
-    "dotdot": lambda s: [reg("../outside/planted", b"pwned")],
-    "dotdot inside": lambda s: [dir_("a"), reg("a/../../outside/planted", b"pwned")],
-    "dotdot dir": lambda s: [dir_("../outside/planted")],
+    "dotdot": lambda _s: [reg("../outside/planted", b"pwned")],
+    "dotdot inside": lambda _s: [dir_("a"), reg("a/../../outside/planted", b"pwned")],
+    "dotdot dir": lambda _s: [dir_("../outside/planted")],
     "symlink parent (absolute)": lambda s: [sym("evil", str(s.parent)), reg("evil/planted", b"pwned")],
-    "symlink parent (relative)": lambda s: [sym("evil", "../outside"), reg("evil/planted", b"pwned")],
-    "symlink parent (existing)": lambda s: [sym("evil", "../outside"), reg("evil/sentinel", b"pwned")],
+    "symlink parent (relative)": lambda _s: [sym("evil", "../outside"), reg("evil/planted", b"pwned")],
+    "symlink parent (existing)": lambda _s: [sym("evil", "../outside"), reg("evil/sentinel", b"pwned")],
     "symlink parent of a dir": lambda s: [sym("evil", str(s.parent)), dir_("evil/planted")],
     "symlink parent of a symlink": lambda s: [sym("evil", str(s.parent)), sym("evil/planted", "/")],
     "symlink parent deep": lambda s: [dir_("a"), sym("a/b", "/"), reg("a/b" + str(s.parent / "planted"))],
-    "hard link out (dotdot)": lambda s: [hard("x", "../outside/sentinel")],
+    "hard link out (dotdot)": lambda _s: [hard("x", "../outside/sentinel")],
     "hard link out (absolute)": lambda s: [hard("x", str(s))],
     "hard link through symlink": lambda s: [sym("evil", str(s.parent)), hard("x", "evil/sentinel")],
     "hard link planted through symlink": lambda s: [
@@ -654,10 +654,10 @@ HOSTILE: dict[str, Callable[[Path], list[tuple[str, bytes, dict[str, Any]]]]] = 
         sym("evil", str(s.parent)),
         hard("evil/planted", "f"),
     ],
-    "hard link to a missing entry": lambda s: [reg("other"), hard("x", "later")],
-    "hard link to a directory": lambda s: [dir_("d"), hard("x", "d")],
-    "parent is a file": lambda s: [reg("f", b""), reg("f/x", b"")],
-    "whiteout as a parent": lambda s: [reg(".wh.d/x", b"")],
+    "hard link to a missing entry": lambda _s: [reg("other"), hard("x", "later")],
+    "hard link to a directory": lambda _s: [dir_("d"), hard("x", "d")],
+    "parent is a file": lambda _s: [reg("f", b""), reg("f/x", b"")],
+    "whiteout as a parent": lambda _s: [reg(".wh.d/x", b"")],
 }
 
 

@@ -29,7 +29,7 @@ def test_any_failure_keeps_the_stock_pyfuse3_in_one_line(
     module = script()
     monkeypatch.setattr(module, "installed", lambda: ("3.5.0", 0))
 
-    def fail(requirement: str, tmp: Path) -> str:
+    def fail(_requirement: str, _tmp: Path) -> str:
         raise failure
 
     monkeypatch.setattr(module, "build", fail)

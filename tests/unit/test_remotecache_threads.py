@@ -24,7 +24,7 @@ class FakeCache:
         self.fails = fails
         self.asked: list[str] = []
 
-    def fetch(self, store: Store, key: str) -> buildcache.Record | None:
+    def fetch(self, store: Store, key: str) -> buildcache.Record | None:  # noqa: ARG002 (a cache source's signature)
         self.asked.append(key)
         self.barrier.wait(timeout=10)
         if self.fails:
@@ -40,7 +40,7 @@ def lookups(sources: remotecache.Sources, keys: list[str]) -> dict[str, object]:
     def one(key: str) -> None:
         try:
             found[key] = sources.lookup(key)
-        except BaseException as exc:  # the test reports any failure of a thread
+        except BaseException as exc:  # noqa: BLE001 (the test reports any failure of a thread)
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(key,)) for key in keys]

@@ -183,7 +183,7 @@ def entry(mode: int, uid: int, gid: int) -> Node:
 
 
 def test_other_users_are_checked_as_the_kernel_would() -> None:
-    checks = Checker(True, owner_uid=1000, ids=IdMap(), groups=lambda pid: [], access_acl=lambda node: None)
+    checks = Checker(True, owner_uid=1000, ids=IdMap(), groups=lambda _pid: [], access_acl=lambda _node: None)
     private = entry(stat.S_IFREG | 0o600, 1000, 1000)
     shared = entry(stat.S_IFREG | 0o644, 1000, 1000)
     checks.require(Ctx(1000, 1000), private, READ | WRITE)  # the mounting user: not checked
@@ -197,5 +197,5 @@ def test_other_users_are_checked_as_the_kernel_would() -> None:
     assert kept.value.errno == errno.EPERM
     with pytest.raises(OSError):
         checks.require_setattr(Ctx(2000, 2000), shared, AttrChange(mode=0o777))
-    inactive = Checker(False, 1000, IdMap(), lambda pid: [], lambda node: None)
+    inactive = Checker(False, 1000, IdMap(), lambda _pid: [], lambda _node: None)
     inactive.require(Ctx(2000, 2000), private, READ | WRITE | EXEC)
