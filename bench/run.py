@@ -128,8 +128,8 @@ def mounted(kind: str, layers: list[Path], scratch: Path, extra: str = "") -> It
                         break
                     time.sleep(0.02)
         with open("/proc/mounts") as mounts:
-            mounted = any(line.split()[1] == str(mnt) for line in mounts)
-        if mounted:
+            still_mounted = any(line.split()[1] == str(mnt) for line in mounts)
+        if still_mounted:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
