@@ -177,6 +177,13 @@ def _simple_header(name: str, size: int) -> bytes:
     return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
 
 
+def _open_tar(tar: BinaryIO) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=tar, mode="r:", encoding="utf-8", errors="surrogateescape")
+    except tarfile.TarError as exc:
+        raise LayerError(f"not a tar: {exc}") from None
+
+
 def write_estargz(tar: BinaryIO, out: BinaryIO, *, chunk_size: int = CHUNK_SIZE, level: int = GZIP_LEVEL) -> Written:
     """Write the uncompressed layer tar `tar` (seekable) to `out` as eStargz (see the module docstring).
 
@@ -187,12 +194,8 @@ def write_estargz(tar: BinaryIO, out: BinaryIO, *, chunk_size: int = CHUNK_SIZE,
     members = _Members(out, level)
     entries: list[dict[str, Any]] = []
     _write_landmark(members, entries, NO_PREFETCH_LANDMARK)
-    try:
-        archive = tarfile.open(fileobj=tar, mode="r:", encoding="utf-8", errors="surrogateescape")
-    except tarfile.TarError as exc:
-        raise LayerError(f"not a tar: {exc}") from None
     position = 0
-    with archive:
+    with _open_tar(tar) as archive:
         try:
             for info in archive:
                 if info.name.rstrip("/") == TOC_NAME:

@@ -49,8 +49,9 @@ def check_layers(layout: Path, manifest: dict[str, Any], config: dict[str, Any])
     return tocs
 
 
+@pytest.mark.usefixtures("clients")
 def test_an_estargz_push_is_read_by_skopeo_and_umoci_and_unpacks_as_our_mount(
-    tool: Tool, registry: Registry, ctx: Path, tmp_path: Path, mounted_image: Any, clients: None
+    tool: Tool, registry: Registry, ctx: Path, tmp_path: Path, mounted_image: Any
 ) -> None:
     (ctx / "big").write_bytes(os.urandom(9 << 20))  # three chunks
     (ctx / "small.txt").write_text("hello\n")
@@ -93,8 +94,9 @@ def test_an_estargz_push_is_read_by_skopeo_and_umoci_and_unpacks_as_our_mount(
     assert all(name in ours for name in ADDED)
 
 
+@pytest.mark.usefixtures("clients")
 def test_build_estargz_stores_an_estargz_image_that_pushes_as_it_is(
-    tool: Tool, registry: Registry, ctx: Path, tmp_path: Path, clients: None
+    tool: Tool, registry: Registry, ctx: Path, tmp_path: Path
 ) -> None:
     (ctx / "file").write_text("built\n")
     dockerfile(ctx, "FROM busybox\nCOPY file /file\n")
@@ -149,8 +151,9 @@ def write_layout(layout: Path, layer: bytes, annotations: dict[str, str]) -> str
     return config
 
 
+@pytest.mark.usefixtures("clients")
 def test_an_estargz_image_made_elsewhere_pulls_byte_for_byte_and_its_toc_is_found(
-    tool: Tool, registry: Registry, tmp_path: Path, mounted_image: Any, clients: None
+    tool: Tool, registry: Registry, tmp_path: Path, mounted_image: Any
 ) -> None:
     from tests.unit.test_estargz import go_style_blob
 

@@ -77,7 +77,9 @@ def test_a_layer_whose_blob_does_not_give_its_diff_id_is_refused(tmp_path: Path)
     wrong = store.blobs.put_bytes(gzip.compress(b"\0" * 1024, mtime=0))
     bad = Descriptor(mediatypes.OCI_LAYER_GZIP, wrong.digest, wrong.size)
     image.manifest.layers[0] = bad
-    with pytest.raises(BuildError, match=r"layer 1 .*cannot be written as eStargz: its tar has diff_id"):
-        with converted(store, image):
-            pass
+    with (
+        pytest.raises(BuildError, match=r"layer 1 .*cannot be written as eStargz: its tar has diff_id"),
+        converted(store, image),
+    ):
+        pass
     assert os.listdir(os.path.join(store.root, "tmp")) == []
