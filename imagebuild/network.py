@@ -141,7 +141,9 @@ class Network:
             command = ["unshare", "--user", "--map-root-user", "--net", "--", "cat"]
         self.own = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + READY_WITHIN
-        while _netns(self.own.pid) in (own, None):
+        # ready once in its own namespace and, as root, with no capability left: pasta (root, keeping few of its
+        # own) may not open the namespace of a process that still has more, as unshare and setpriv do until cat
+        while _netns(self.own.pid) in (own, None) or (os.geteuid() == 0 and _has_capabilities(self.own.pid)):
             if self.own.poll() is not None or time.monotonic() > deadline:
                 error = self.own.stderr.read().decode(errors="replace").strip() if self.own.stderr else ""
                 raise BuildError(f"cannot make a network namespace for the container: {error or 'unshare failed'}")
@@ -245,6 +247,15 @@ def _running(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _has_capabilities(pid: int) -> bool:
+    """Whether the process `pid` has any permitted capability (True while it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("CapPrm:") and int(line.split()[1], 16) != 0 for line in f)
+    except (OSError, ValueError):
+        return True
 
 
 def _netns(pid: int) -> str | None:
