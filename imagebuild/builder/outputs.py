@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from imagebuild import userns
+from imagebuild.builder import optionfields
 from imagebuild.errors import BuildError
 from imagebuild.layer import LayerError, extract_layer_tar
 from imagebuild.layer.flatten import flatten
@@ -50,12 +51,7 @@ def parse(text: str) -> Output:
     """One `-o` value: `type=KIND,dest=PATH`, or the short form PATH (local) or `-` (tar to stdout)."""
     if "=" not in text.split(",", 1)[0]:
         return Output("tar", STDOUT) if text == STDOUT else Output("local", text)
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise BuildError(f"-o '{text}': '{part}' is not KEY=VALUE (e.g. type=local,dest=DIR)")
-        fields[key.strip()] = value.strip()
+    fields = optionfields.fields(text, "-o", "type=local,dest=DIR")
     kind = fields.pop("type", "")
     if kind not in KINDS:
         raise BuildError(f"-o type={kind or '(none)'} is not supported: use type=local, type=tar or type=oci")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from imagebuild.builder import optionfields
 from imagebuild.builder.state import StageState
 from imagebuild.errors import BuildError
 from imagebuild.store.images import Store
@@ -40,12 +41,7 @@ def parse_spec(text: str, flag: str) -> CacheSpec:
     """`type=registry,ref=REF[,mode=min|max]`, or a bare REF (buildx reads it as type=registry)."""
     if "=" not in text.split(",", 1)[0]:
         return CacheSpec(Reference.parse(text))
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise BuildError(f"{flag} '{text}': '{part}' is not KEY=VALUE (e.g. type=registry,ref=HOST/NAME:cache)")
-        fields[key.strip()] = value.strip()
+    fields = optionfields.fields(text, flag, "type=registry,ref=HOST/NAME:cache")
     kind = fields.pop("type", "registry")
     if kind != "registry":
         raise BuildError(f"{flag} type={kind} is not supported: use type=registry,ref=HOST/NAME:TAG")

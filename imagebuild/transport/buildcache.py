@@ -122,8 +122,8 @@ def push(store: Store, records: list[Record], ref: Reference, client: Client) ->
     return descriptor_for(mediatypes.OCI_INDEX, index).digest
 
 
-def _existing_entries(ref: Reference, client: Client) -> list[Descriptor]:
-    """The entries of a cache index already at `ref` (none when there is nothing, or something else, there)."""
+def _manifest_at(ref: Reference, client: Client) -> bool:
+    """Whether the registry has a manifest at `ref` (a HEAD; 404 is no)."""
     status, _, _ = client.request(
         "HEAD",
         f"/v2/{ref.repository}/manifests/{ref.target}",
@@ -131,7 +131,12 @@ def _existing_entries(ref: Reference, client: Client) -> list[Descriptor]:
         scope=f"repository:{ref.repository}:pull",
         ok=(200, 404),
     )
-    if status != 200:
+    return status == 200
+
+
+def _existing_entries(ref: Reference, client: Client) -> list[Descriptor]:
+    """The entries of a cache index already at `ref` (none when there is nothing, or something else, there)."""
+    if not _manifest_at(ref, client):
         return []
     media_type, data, _ = client.get_manifest(ref.repository, ref.target)
     if media_type != mediatypes.OCI_INDEX:
@@ -154,14 +159,7 @@ class RemoteCache:
     @classmethod
     def open(cls, ref: Reference, client: Client) -> RemoteCache:
         """Read the cache at `ref`; an empty one when the registry has nothing there (a first build)."""
-        status, _, _ = client.request(
-            "HEAD",
-            f"/v2/{ref.repository}/manifests/{ref.target}",
-            headers={"Accept": ACCEPT},
-            scope=f"repository:{ref.repository}:pull",
-            ok=(200, 404),
-        )
-        if status == 404:
+        if not _manifest_at(ref, client):
             return cls(ref, client, {})
         media_type, data, _ = client.get_manifest(ref.repository, ref.target)
         try:
