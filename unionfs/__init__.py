@@ -17,6 +17,7 @@ from .privxattr import CAPABILITY, image_capability, is_privileged, record_name,
 from .tree import Node, Tree
 from .unmount import UnmountError, is_dead, unmount
 from .whiteout import (
+    FETCH_XATTR,
     OPAQUE_MARKER,
     OPAQUE_VALUE,
     OPAQUE_XATTRS,
@@ -39,6 +40,7 @@ ERRORS: tuple[type[Exception], ...] = (UnionfsError,)  # the one root: ConfigErr
 __all__ = [
     "CAPABILITY",
     "ERRORS",
+    "FETCH_XATTR",
     "OPAQUE_MARKER",
     "OPAQUE_VALUE",
     "OPAQUE_XATTRS",

@@ -40,6 +40,9 @@ options (-o, comma separated, as fuse-overlayfs and the kernel's overlayfs take 
                      show every entry as owned by root (or N)
   ro                 read-only even with an upper
   timeout=SECONDS    kernel cache lifetime for entries and attributes
+  fetcher=MODULE.CALLABLE, fetchspec=TEXT
+                     lazy lowers: files carrying user.unionfs.fetch get their data from the
+                     fetcher CALLABLE(TEXT) returns, on first open (unionfs/fetch.py)
 """
 
 

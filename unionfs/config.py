@@ -74,6 +74,8 @@ class MountConfig:
     metacopy: bool = False
     ids: IdMap = field(default_factory=IdMap)
     debug: bool = False
+    fetcher: str | None = None  # MODULE.CALLABLE making the Fetcher of lazy lowers (fetch.py)
+    fetchspec: str = ""  # what it is called with
 
     @property
     def layer_dirs(self) -> list[str]:
@@ -155,6 +157,10 @@ def apply_options(config: MountConfig, options: str) -> None:
             config.metacopy = value == "on"
         elif key == "debug":
             config.debug = True
+        elif key == "fetcher":
+            config.fetcher = value
+        elif key == "fetchspec":
+            config.fetchspec = unescape(value)
         elif key not in IGNORED_OPTIONS:
             raise ConfigError(f"unknown mount option '{item}': see 'unionfs mount --help' for the options")
 

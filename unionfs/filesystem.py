@@ -9,6 +9,7 @@ import resource
 from collections.abc import Callable
 
 from .config import MountConfig
+from .fetch import load_fetcher
 from .layers import FD_CACHE_SIZE, Layer, effective_stat, read_override
 from .tree import Tree
 from .union import UnionFS
@@ -38,11 +39,12 @@ def build(config: MountConfig) -> tuple[UnionFS, Callable[[], None]]:
     old_umask = os.umask(0)  # modes are set explicitly; the caller's umask was applied by the kernel
     layers: list[Layer] = []
     upper: Upper | None = None
+    fetcher = load_fetcher(config.fetcher, config.fetchspec) if config.fetcher else None
     try:
         if config.upper and config.work:
             layers.append(Layer(config.upper, 0, writable=True, fd_cache=cache))
         for path in config.lowers:
-            layers.append(Layer(path, len(layers), writable=False, fd_cache=cache))
+            layers.append(Layer(path, len(layers), writable=False, fd_cache=cache, fetcher=fetcher))
         tree = Tree(layers)
         if config.upper and config.work:
             prepare_work(config.work)

@@ -17,8 +17,9 @@ import errno
 import os
 import stat
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from .fetch import open_data
 from .ownership import OverrideError, OverrideStat
 from .ownership import parse as parse_override
 from .privxattr import recorded_name
@@ -32,6 +33,9 @@ from .whiteout import (
     is_internal_xattr,
     whited_out_target,
 )
+
+if TYPE_CHECKING:
+    from .fetch import Fetcher
 
 Path = tuple[str, ...]
 
@@ -209,6 +213,7 @@ class LayerSource(EntryReader, Protocol):
 
     index: int
     writable: bool
+    fetcher: Fetcher | None  # for placeholders (fetch.py); None: every file's data is here
 
     def view(self, path: Path) -> DirView | None: ...
     def root_stat(self) -> os.stat_result: ...
@@ -226,24 +231,29 @@ class OpenDir:
     """A directory fd a caller opened itself (a worker thread does not borrow the loop's), read as a layer is:
     entries named by a path of one name."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, fetcher: Fetcher | None = None) -> None:
         self.fd = fd
+        self.fetcher = fetcher
 
     def readlink(self, path: Path) -> str:
         return os.readlink(path[-1], dir_fd=self.fd)
 
     def open_file(self, path: Path, flags: int = os.O_RDONLY) -> int:
-        return os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        return open_data(os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd), self.fetcher)
 
     def xattrs(self, path: Path) -> dict[str, bytes]:
         return read_xattrs(proc_path(self.fd, path[-1]))
 
 
 class Layer:
-    """One directory of the union. Index 0 is the top; the upper, when there is one, is index 0."""
+    """One directory of the union. Index 0 is the top; the upper, when there is one, is index 0. A read-only
+    layer given a `fetcher` may hold placeholders whose data it fetches on open (fetch.py)."""
 
-    def __init__(self, path: str, index: int, writable: bool, fd_cache: int = FD_CACHE_SIZE) -> None:
+    def __init__(
+        self, path: str, index: int, writable: bool, fd_cache: int = FD_CACHE_SIZE, fetcher: Fetcher | None = None
+    ) -> None:
         self.path = path
+        self.fetcher = None if writable else fetcher
         self.fd_cache = fd_cache
         self.index = index
         self.writable = writable
@@ -304,8 +314,10 @@ class Layer:
         return os.readlink(path[-1], dir_fd=self.dirfd(path[:-1]))
 
     def open_file(self, path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
-        """An fd of entry `path` (never through a symlink), opened with `flags`."""
-        return os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.dirfd(path[:-1]))
+        """An fd of entry `path` (never through a symlink), opened with `flags`; for a lazy layer's placeholder,
+        an fd of its fetched data."""
+        fd = os.open(path[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.dirfd(path[:-1]))
+        return open_data(fd, self.fetcher)
 
     def getxattr(self, path: Path, name: str) -> bytes:
         return os.getxattr(self.where(path), name, follow_symlinks=False)

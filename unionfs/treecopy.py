@@ -138,7 +138,8 @@ def _build_dir(
                     raise OSError(errno.EAGAIN, "a metadata-only file must be copied up before its directory")
                 os.link(child.name, child.name, src_dir_fd=sources[0], dst_dir_fd=fd, follow_symlinks=False)
             else:
-                upper.copy_nondir(child, fd, child.name, "full", src=OpenDir(sources[child.layer]))
+                source = OpenDir(sources[child.layer], upper.tree.layers[child.layer].fetcher)
+                upper.copy_nondir(child, fd, child.name, "full", src=source)
                 aliases.append((os.stat(child.name, dir_fd=fd, follow_symlinks=False), child))
     finally:
         os.close(fd)

@@ -31,6 +31,8 @@ TRUSTED_METACOPY = "trusted.overlay.metacopy"
 USER_METACOPY = "user.overlay.metacopy"
 
 OVERRIDE_STAT = "user.containers.override_stat"
+#: A lazy layer's placeholder: the key its data is fetched by (fetch.py).
+FETCH_XATTR = "user.unionfs.fetch"
 #: xattr namespaces that belong to union filesystems, never shown through the mount nor settable in it
 #: (RECORD_PREFIX: the ownership record and the records of privileged xattrs, see privxattr.py).
 INTERNAL_XATTR_PREFIXES: tuple[str, ...] = (

@@ -123,6 +123,7 @@ class FakeLayer:
     def __init__(self, index: int, files: dict[str, bytes], whiteouts: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         self.index = index
         self.writable = False
+        self.fetcher = None
         self.files = files
         self.whiteouts = whiteouts
 

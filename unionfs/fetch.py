@@ -1,0 +1,65 @@
+"""Lazy lower layers: files whose data is fetched on first open, by a Fetcher the mount is given.
+
+A lazy layer is an ordinary layer directory (a *skeleton*: every directory, link, device and whiteout as an
+extracted layer has it) whose non-empty regular files are sparse placeholders of the right size carrying the
+xattr `user.unionfs.fetch`: a key the fetcher understands. Everything else a layer does (views, stat, xattrs,
+hard links, whiteouts, copy-up planning) works on the skeleton unchanged; only opening a file's data asks the
+fetcher, which returns a read-only fd of the file's complete, verified data, or raises OSError (EIO).
+
+unionfs knows nothing of where the data comes from: the mount option `fetcher=MODULE.CALLABLE` names a callable
+the daemon imports and calls with the option `fetchspec=` (a string, say a file naming a registry and a cache),
+which returns the Fetcher. The daemon stays `unionfs mount`, so everything that finds, watches and reaps daemons
+treats a lazy mount as any other.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+from typing import Protocol
+
+from .errors import ConfigError
+from .whiteout import FETCH_XATTR
+
+
+class Fetcher(Protocol):
+    def open(self, key: bytes) -> int:
+        """An O_RDONLY fd of the complete, verified data the key names; OSError (EIO) when it cannot be had."""
+        ...
+
+
+def load_fetcher(dotted: str, spec: str) -> Fetcher:
+    """The fetcher `fetcher=MODULE.CALLABLE` names, made from `fetchspec=`; ConfigError when it cannot be."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"fetcher={dotted}: cannot load it ({exc})") from None
+    fetcher: Fetcher = factory(spec)
+    return fetcher
+
+
+def fetch_key(fd: int) -> bytes | None:
+    """The fetch key of an open placeholder, None for a file whose data is here."""
+    try:
+        return os.getxattr(fd, FETCH_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def open_data(fd: int, fetcher: Fetcher | None) -> int:
+    """`fd` itself, or for a placeholder (whose fd is closed) an fd of its fetched data."""
+    if fetcher is None:
+        return fd
+    try:
+        key = fetch_key(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if key is None:
+        return fd
+    os.close(fd)
+    return fetcher.open(key)
