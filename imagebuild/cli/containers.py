@@ -7,10 +7,12 @@ import argparse
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 from imagebuild.cli.parser import USAGE_ERROR
 from imagebuild.errors import BuildError
+from imagebuild.lazy.prepare import LazyImage, prepare
 from imagebuild.store.images import Image, Store
 from unionfs import UnionMount
 
@@ -33,10 +35,18 @@ def container_name(image: Image, given: str | None) -> str:
 
 
 def image_mount(
-    store: Store, image: Image, mountpoint: str, name: str | None, options: Sequence[str] = (), owned: bool = True
+    store: Store,
+    image: Image,
+    mountpoint: str,
+    name: str | None,
+    options: Sequence[str] = (),
+    owned: bool = True,
+    lazy: LazyImage | None = None,
 ) -> UnionMount:
-    """The union of an image's layers (and container `name`'s layer). `owned`: it goes when this process does."""
-    lowers = store.lower_dirs(image.layers)
+    """The union of an image's layers (and container `name`'s layer). `owned`: it goes when this process does.
+    `lazy`: the image read from a registry, its layers fetched as they are read."""
+    lowers = lazy.lowers if lazy is not None else store.lower_dirs(image.layers)
+    options = [*options, *(lazy.options if lazy is not None else ())]
     if not lowers:
         lowers = [store.scratch_dir("empty-")]
     if name is None:
@@ -85,12 +95,23 @@ def make_mountpoint(path: str) -> list[str]:
     return made
 
 
+def lazy_image(store: Store, args: argparse.Namespace) -> LazyImage | None:
+    """With --lazy, the image read from its registry (the note on layers pulled whole goes to stderr)."""
+    if not args.lazy:
+        if args.insecure:
+            raise BuildError("--insecure goes with --lazy (an image from a registry): add --lazy", USAGE_ERROR)
+        return None
+    return prepare(store, args.image, args.insecure, lambda line: print(f"imagebuild: {line}", file=sys.stderr))
+
+
 def cmd_mount(store: Store, args: argparse.Namespace) -> None:
-    image = store.resolve(args.image)
+    lazy = lazy_image(store, args)
+    image = lazy.image if lazy is not None else store.resolve(args.image)
     name = None if args.read_only else container_name(image, args.name)
     made = make_mountpoint(args.mountpoint)
     try:
-        image_mount(store, image, args.mountpoint, name, owned=False).mount()  # the user unmounts it, not our end
+        # the user unmounts it, not our end
+        image_mount(store, image, args.mountpoint, name, owned=False, lazy=lazy).mount()
     except BaseException:
         for directory in made:
             with contextlib.suppress(OSError):

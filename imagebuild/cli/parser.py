@@ -113,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="mount an image's rootfs: its layers plus a container layer")
     m.add_argument("--read-only", action="store_true", help="no container layer")
     m.add_argument("--name", help="the container layer's name (default: from the image)")
+    m.add_argument("--lazy", action="store_true", help="IMAGE is a registry REF: fetch files as they are read")
+    m.add_argument("--insecure", action="store_true", help="with --lazy: plain http")
     m.add_argument("image")
     m.add_argument("mountpoint")
     u = sub.add_parser("umount", help="unmount what 'imagebuild mount' mounted")
@@ -176,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-i", "--interactive", action="store_true", help="keep stdin attached")
     run.add_argument("-t", "--tty", action="store_true", help="a terminal for the command")
     run.add_argument("--entrypoint", help="replaces the image's ENTRYPOINT (and drops its CMD)")
+    run.add_argument("--lazy", action="store_true", help="IMAGE is a registry REF: fetch files as they are read")
+    run.add_argument("--insecure", action="store_true", help="with --lazy: plain http")
     run.add_argument("image")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     return p

@@ -336,6 +336,7 @@ class Toc:
     offset: int  # of the TOC's gzip member in the blob
     digest: str  # sha256 of its JSON, what the descriptor's annotation names
     entries: list[dict[str, Any]]
+    raw: bytes = b""  # the JSON itself (the layer's stargz.index.json)
 
     def entry(self, name: str) -> dict[str, Any]:
         wanted = name.strip("/")
@@ -401,7 +402,7 @@ def read_toc(blob: BinaryIO, size: int) -> Toc:
             raise ValueError("not version 1 with entries")
     except (ValueError, KeyError, TypeError) as exc:
         raise LayerError(f"the TOC is not eStargz JSON: {exc}") from None
-    return Toc(toc_offset, "sha256:" + hashlib.sha256(raw).hexdigest(), entries)
+    return Toc(toc_offset, "sha256:" + hashlib.sha256(raw).hexdigest(), entries, raw)
 
 
 def read_chunk(blob: BinaryIO, chunk: Chunk) -> bytes:

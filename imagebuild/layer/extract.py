@@ -42,14 +42,15 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, BinaryIO, Literal, cast
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal, Protocol, cast
 
 from imagebuild.layer import whiteouts as wh
-from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, fsync_dir, set_xattr, syncfs, write_all
+from imagebuild.layer._fs import CHUNK, O_DIR, ZSTD, at_path, set_xattr, write_all
 from imagebuild.layer.errors import LayerError
+from imagebuild.layer.newdir import IMPLICIT_DIR_MODE as _IMPLICIT_DIR_MODE
+from imagebuild.layer.newdir import new_dir
 from unionfs import CAPABILITY, image_capability, is_privileged, record_name
 
 if TYPE_CHECKING:
@@ -58,11 +59,17 @@ if TYPE_CHECKING:
 WhiteoutForm = Literal["chardev", "file"]
 Parts = tuple[str, ...]
 
+
+class MemberData(Protocol):
+    """Where the data of regular members comes from: a TarFile, or what a skeleton (lazy/skeleton.py) has."""
+
+    def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None: ...
+
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MARKER_MODE = 0o644
-_IMPLICIT_DIR_MODE = 0o755
 _LENIENT_XATTR_ERRORS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES)
 
 
@@ -294,7 +301,7 @@ class _Extractor:
 
     # entries -----------------------------------------------------------------------------------------------
 
-    def extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def extract(self, tar: MemberData, member: tarfile.TarInfo) -> None:
         self._name = member.name
         parts = _split(member.name)
         if not parts:
@@ -341,7 +348,7 @@ class _Extractor:
             os.close(fd)
         self._dirs[parts] = _DirMeta(member.mode, _mtime_ns(member))
 
-    def _nondir(self, tar: tarfile.TarFile, parts: Parts, member: tarfile.TarInfo) -> None:
+    def _nondir(self, tar: MemberData, parts: Parts, member: tarfile.TarInfo) -> None:
         if not (member.isreg() or member.issym() or member.isfifo() or member.isdev()):
             raise LayerError(f"{member.name!r}: unsupported tar entry type {member.type!r}")
         parent_fd = self._parent(parts)
@@ -356,16 +363,19 @@ class _Extractor:
             self._special(parent_fd, parts[-1], member)
         self._nondirs.add(parts)
 
-    def _regular(self, tar: tarfile.TarFile, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
+    def _regular(self, tar: MemberData, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
         fd = os.open(name, _O_NEW, 0o600, dir_fd=parent_fd)
         try:
-            _copy_member(tar, member, fd)
+            self._fill(tar, member, fd)
             self._own(fd, parent_fd, member)
             os.fchmod(fd, self._disk_mode(member.mode, is_dir=False))
             self._xattrs(fd, parent_fd, member)
             self._utime(fd, parent_fd, member)
         finally:
             os.close(fd)
+
+    def _fill(self, tar: MemberData, member: tarfile.TarInfo, fd: int) -> None:
+        _copy_member(tar, member, fd)
 
     def _symlink(self, parent_fd: int, name: str, member: tarfile.TarInfo) -> None:
         os.symlink(member.linkname, name, dir_fd=parent_fd)
@@ -489,7 +499,7 @@ def _is_symlink(dir_fd: int, name: str) -> bool:
         return False
 
 
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+def _copy_member(tar: MemberData, member: tarfile.TarInfo, fd: int) -> None:
     data = tar.extractfile(member)
     if data is None:
         raise LayerError(f"{member.name!r}: no data")
@@ -501,28 +511,23 @@ def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None
         raise LayerError(f"{member.name!r}: truncated ({copied} of {member.size} bytes)")
 
 
-def _prepare_dest(dest: str) -> int:
-    """Check that `dest` is missing or an empty directory; the mode its root should get."""
-    try:
-        st = os.lstat(dest)
-    except FileNotFoundError:
-        return _IMPLICIT_DIR_MODE
-    if not stat.S_ISDIR(st.st_mode):
-        raise LayerError(f"{dest}: exists and is not a directory")
-    if os.listdir(dest):
-        raise LayerError(f"{dest}: not empty")
-    return stat.S_IMODE(st.st_mode)
-
-
 def _extract_into(src: BinaryIO, root_fd: int, form: WhiteoutForm, rootless: bool, root_mode: int) -> None:
-    extractor = _Extractor(root_fd, form, rootless)
     try:
         with _open_tar(src) as tar:
-            for member in tar:
-                try:
-                    extractor.extract(tar, member)
-                except (OSError, ValueError) as exc:
-                    raise LayerError(f"{member.name!r}: {exc}") from exc
+            _extract_members(_Extractor(root_fd, form, rootless), tar, tar, root_mode)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise LayerError(f"unreadable layer tar: {exc}") from exc
+
+
+def _extract_members(
+    extractor: _Extractor, members: Iterable[tarfile.TarInfo], data: MemberData, root_mode: int
+) -> None:
+    try:
+        for member in members:
+            try:
+                extractor.extract(data, member)
+            except (OSError, ValueError) as exc:
+                raise LayerError(f"{member.name!r}: {exc}") from exc
         extractor.finish(root_mode)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise LayerError(f"unreadable layer tar: {exc}") from exc
@@ -544,27 +549,20 @@ def extract_layer_tar(
     """
     if whiteout_form not in ("chardev", "file"):
         raise ValueError(f"whiteout_form must be 'chardev' or 'file', not {whiteout_form!r}")
-    dest = os.path.abspath(dest_dir)
-    root_mode = _prepare_dest(dest)
-    parent = os.path.dirname(dest)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.extract-", dir=parent)
-    try:
-        root_fd = os.open(tmp, O_DIR)
-        try:
-            _extract_into(src, root_fd, whiteout_form, rootless, root_mode)
-            if sync:
-                syncfs(root_fd)
-        finally:
-            os.close(root_fd)
-        try:
-            os.rename(tmp, dest)
-        except OSError as exc:
-            raise LayerError(f"{dest}: cannot move the extracted layer into place: {exc.strerror}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if sync:
-        fsync_dir(parent)
+    new_dir(dest_dir, sync, lambda fd, mode: _extract_into(src, fd, whiteout_form, rootless, mode))
+
+
+def extract_members(
+    members: Iterable[tarfile.TarInfo],
+    data: MemberData,
+    dest_dir: str,
+    extractor: Callable[[int], _Extractor],
+    *,
+    sync: bool = True,
+) -> None:
+    """Extract `members` (a tar's headers from elsewhere: a TOC) into `dest_dir` as extract_layer_tar does, with
+    the extractor `extractor(root_fd)` makes (a subclass filling regular files its own way)."""
+    new_dir(dest_dir, sync, lambda fd, mode: _extract_members(extractor(fd), members, data, mode))
 
 
 def _member_type(member: tarfile.TarInfo) -> int:

@@ -256,6 +256,26 @@ class Client:
             raise BuildError(f"{self.registry}/{repo}: blob {descriptor.digest} does not match its digest")
         return data
 
+    def get_range(self, repo: str, digest: str, start: int, length: int) -> bytes:
+        """`length` bytes of blob `digest` from `start` (an HTTP Range request; retried as every request is). The
+        caller verifies them (a TOC against its digest, a chunk against its own)."""
+        if length <= 0:
+            return b""
+        status, _, data = self.request(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            headers={"Range": f"bytes={start}-{start + length - 1}"},
+            scope=f"repository:{repo}:pull",
+            ok=(200, 206),
+        )
+        if status == 200:  # a server that ignores Range sends the whole blob
+            data = data[start : start + length]
+        if len(data) != length:
+            raise BuildError(
+                f"{self.registry}/{repo}: blob {digest}: asked for {length} bytes at {start}, got {len(data)}"
+            )
+        return data
+
     def get_manifest(self, repo: str, reference: str) -> tuple[str, bytes, str]:
         _, headers, data = self.request(
             "GET", f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT}, scope=f"repository:{repo}:pull"
@@ -320,25 +340,33 @@ def _platform_manifest(index: Index, source: str) -> Descriptor:
     raise BuildError(f"{source} has no image for linux/{machine}")
 
 
+def image_manifest(
+    client: Client, ref: Reference, fail: Callable[[str], BuildError]
+) -> tuple[bytes, Manifest, bytes | None]:
+    """The manifest of `ref` for this machine's platform (through its index, when it has one): its bytes, the
+    manifest, and the index's bytes or None. `fail` makes the error for a bad answer."""
+    media_type, data, _ = client.get_manifest(ref.repository, ref.target)
+    index_bytes = None
+    try:
+        if media_type in mediatypes.INDEX_TYPES:
+            index_bytes = data
+            chosen = _platform_manifest(Index.from_json(data), str(ref))
+            media_type, data, digest = client.get_manifest(ref.repository, chosen.digest)
+            if digest != chosen.digest:
+                raise fail(f"manifest {chosen.digest} does not match its digest")
+        if media_type not in mediatypes.MANIFEST_TYPES:
+            raise fail(f"unknown manifest media type '{media_type}'")
+        return data, Manifest.from_json(data), index_bytes
+    except OCIError as exc:
+        raise fail(f"malformed manifest: {exc}") from None
+
+
 def pull(store: Store, ref: Reference, client: Client, tags: list[str], say: Say = quiet) -> str:
     """Pull `ref`: its manifest, config and index blobs are stored as received (the image id is the sender's
     config digest); a layer the store holds is not downloaded again (see `Stager`)."""
     stager = Stager(store, str(ref), say)
     try:
-        media_type, data, _ = client.get_manifest(ref.repository, ref.target)
-        index_bytes = None
-        try:
-            if media_type in mediatypes.INDEX_TYPES:
-                index_bytes = data
-                chosen = _platform_manifest(Index.from_json(data), str(ref))
-                media_type, data, digest = client.get_manifest(ref.repository, chosen.digest)
-                if digest != chosen.digest:
-                    raise stager.fail(f"manifest {chosen.digest} does not match its digest")
-            if media_type not in mediatypes.MANIFEST_TYPES:
-                raise stager.fail(f"unknown manifest media type '{media_type}'")
-            manifest = Manifest.from_json(data)
-        except OCIError as exc:
-            raise stager.fail(f"malformed manifest: {exc}") from None
+        data, manifest, index_bytes = image_manifest(client, ref, stager.fail)
         if store.blobs.has(manifest.config.digest):
             config_bytes = store.blobs.read_bytes(manifest.config.digest, expected_size=manifest.config.size)
         else:

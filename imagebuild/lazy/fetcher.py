@@ -1,0 +1,119 @@
+"""The Fetcher a lazy mount's daemon loads (`-o fetcher=imagebuild.lazy.fetcher.from_spec,fetchspec=SPEC`).
+
+`open(key)` gives a file's data: from the cache, or fetched chunk by chunk with HTTP Range requests (each
+chunk's gzip member alone), every chunk checked against its TOC `chunkDigest` and the whole file against its
+`digest` before the file gets its name in the cache, so no byte is served unverified. A dropped connection or a
+5xx is retried by the registry client (a few times, with a short backoff). A file that cannot be had (a chunk
+that does not match, a registry that stays away) is EIO for that file alone, with one line in the spec's log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from imagebuild.errors import ImagebuildError
+from imagebuild.layer import estargz as esgz
+from imagebuild.layer._fs import write_all
+from imagebuild.lazy.cache import FileCache
+from imagebuild.transport.registry import Client
+
+
+@dataclass
+class _Layer:
+    entries: dict[str, dict[str, Any]]  # regular files by name (no leading ./ or /)
+    toc: esgz.Toc
+    ends: list[int]  # every gzip member's offset and the TOC's, sorted: where a member ends
+
+
+def _name(text: str) -> str:
+    return text.strip("/").removeprefix("./")
+
+
+class RegistryFetcher:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.client = Client(spec["registry"], insecure=bool(spec["insecure"]))
+        self.repository = str(spec["repository"])
+        self.cache = FileCache(spec["cache"], int(spec["cache_limit"]))
+        self.tocs = str(spec["tocs"])
+        self.log = str(spec["log"])
+        self.layers: dict[str, dict[str, Any]] = dict(spec["layers"])
+        self._loaded: dict[str, _Layer] = {}
+        self._lock = threading.Lock()  # worker threads (a directory rename's copy) fetch too
+
+    def open(self, key: bytes) -> int:
+        layer, _, raw_name = key.partition(b"\0")
+        digest, name = layer.decode(errors="replace"), os.fsdecode(raw_name)
+        with self._lock:
+            try:
+                return self._open(digest, name)
+            except (ImagebuildError, OSError, ValueError, KeyError) as exc:
+                self._say(f"/{_name(name)} (layer {digest}): {exc}: answered EIO")
+                raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
+
+    def _say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{stamp} imagebuild lazy: {text}\n".encode(errors="replace"))
+        finally:
+            os.close(fd)
+
+    def _layer(self, digest: str) -> _Layer:
+        found = self._loaded.get(digest)
+        if found is not None:
+            return found
+        info = self.layers[digest]
+        with open(os.path.join(self.tocs, digest.removeprefix("sha256:") + ".json"), "rb") as f:
+            raw = f.read()
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != info["toc_digest"]:
+            raise ValueError(f"the stored TOC of layer {digest} does not match its digest: run 'imagebuild check'")
+        entries = json.loads(raw)["entries"]
+        toc = esgz.Toc(int(info["toc_offset"]), info["toc_digest"], entries, raw)
+        files = {_name(str(e["name"])): e for e in entries if e.get("type") == "reg"}
+        ends = sorted({int(e["offset"]) for e in entries if "offset" in e} | {toc.offset})
+        found = self._loaded[digest] = _Layer(files, toc, ends)
+        return found
+
+    def _open(self, digest: str, name: str) -> int:
+        layer = self._layer(digest)
+        entry = layer.entries[_name(name)]
+        want = str(entry.get("digest") or "")
+        cache_key = want or "sha256:" + hashlib.sha256(f"{digest}\0{name}".encode()).hexdigest()
+        fd = self.cache.open(cache_key)
+        if fd is not None:
+            return fd
+        chunks = layer.toc.chunks(str(entry["name"]))
+
+        def write(out: int) -> None:
+            whole = hashlib.sha256()
+            for chunk in chunks:
+                data = self._chunk(layer, digest, chunk)
+                whole.update(data)
+                write_all(out, data)
+            if want and "sha256:" + whole.hexdigest() != want:
+                raise ValueError(f"the file does not match its digest {want}")
+
+        return self.cache.put(cache_key, write)
+
+    def _chunk(self, layer: _Layer, digest: str, chunk: esgz.Chunk) -> bytes:
+        """One chunk, fetched as its whole gzip member and checked against its digest (read_chunk)."""
+        at = bisect.bisect_right(layer.ends, chunk.offset)
+        end = layer.ends[at] if at < len(layer.ends) else int(self.layers[digest]["size"])
+        member = self.client.get_range(self.repository, digest, chunk.offset, end - chunk.offset)
+        return esgz.read_chunk(io.BytesIO(member), dataclasses.replace(chunk, offset=0))
+
+
+def from_spec(path: str) -> RegistryFetcher:
+    """The fetcher a spec file (prepare.py writes it) describes."""
+    with open(path, encoding="utf-8") as f:
+        return RegistryFetcher(json.load(f))
