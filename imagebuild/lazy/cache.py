@@ -104,3 +104,12 @@ class FileCache:
         except FileNotFoundError:
             return []
         return sorted(os.path.join(self.root, n) for n in names if n.startswith(TEMP_PREFIX))
+
+
+def lazy_leftovers(lazy_root: str) -> list[str]:
+    """What interrupted lazy work left in `STORE/lazy`: temporary files, half-made skeletons."""
+    found = FileCache(os.path.join(lazy_root, "files")).leftovers() if os.path.isdir(lazy_root) else []
+    for sub, marker in (("tocs", TEMP_PREFIX), ("specs", TEMP_PREFIX), ("layers", ".extract-")):
+        with contextlib.suppress(FileNotFoundError):
+            found += [os.path.join(lazy_root, sub, n) for n in os.listdir(os.path.join(lazy_root, sub)) if marker in n]
+    return sorted(found)

@@ -72,13 +72,15 @@ def members(toc: esgz.Toc) -> list[tarfile.TarInfo]:
 
 
 class _TocData:
-    """The one file whose data the skeleton has: the TOC itself."""
+    """The data the skeleton has: the TOC itself, and that of empty files."""
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
 
     def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None:
-        return io.BytesIO(self.raw) if member.name == esgz.TOC_NAME else None
+        if member.name == esgz.TOC_NAME:
+            return io.BytesIO(self.raw)
+        return io.BytesIO(b"") if not member.size else None
 
 
 class _Skeleton(_Extractor):

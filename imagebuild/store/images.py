@@ -35,6 +35,7 @@ from imagebuild.layer import LayerError, settle_mtimes, write_layer_tar
 from imagebuild.layer._fs import CHUNK, syncfs
 from imagebuild.layer.gzipped import GzipWriter
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
+from imagebuild.lazy.cache import lazy_leftovers
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
@@ -326,6 +327,10 @@ class Store:
         for leftover in find_leftovers(self.root):  # before tmp/ below: a leftover may be mounted there
             failed = clear_leftover(leftover) if repair else None
             problems.append(leftover.problem if failed is None else f"{leftover.problem}; not cleared: {failed}")
+        for path in lazy_leftovers(os.path.join(self.root, "lazy")):
+            problems.append(f"leftover of interrupted lazy work: {path}")
+            if repair:
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
         leftovers = os.listdir(os.path.join(self.root, "tmp"))
         if leftovers:
             problems.append(f"{len(leftovers)} leftover(s) of interrupted work in {os.path.join(self.root, 'tmp')}")

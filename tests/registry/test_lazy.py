@@ -236,3 +236,18 @@ def test_a_lazy_run_killed_outright_leaves_no_mount_and_no_daemon(
     point, daemon = kill_mid_sleep(fresh, janitor, proc)
     assert wait_until(lambda: gone(point, daemon), GONE_WITHIN, 0.05)
     assert str(fresh.root) not in Path("/proc/mounts").read_text()
+
+
+def test_a_plain_gzip_image_is_pulled_whole_with_a_line_saying_so(
+    tool: Tool, fresh: Tool, registry: Registry, ctx: Path
+) -> None:
+    (ctx / "file").write_text("plain\n")
+    dockerfile(ctx, "FROM busybox\nCOPY file /file\n")
+    tool.build(ctx, "-t", "lazy-plain")
+    ref = f"{registry.address}/lazy/plain:1"
+    tool.run("push", "lazy-plain", ref, "--insecure")
+    done = fresh.run("run", "--rm", "--lazy", "--insecure", ref, "cat", "/file")
+    assert done.stdout == "plain\n"
+    layers = tool.inspect("lazy-plain")["RootFS"]["Layers"]  # type: ignore[index]
+    assert done.stderr.count("is not eStargz: pulling it whole") == len(layers), done.stderr
+    assert fresh.run("check").returncode == 0
