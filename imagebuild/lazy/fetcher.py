@@ -2,7 +2,8 @@
 
 `open(key)` gives a file's data: from the cache, or fetched chunk by chunk with HTTP Range requests (each
 chunk's gzip member alone), every chunk checked against its TOC `chunkDigest` and the whole file against its
-`digest` before the file gets its name in the cache, so no byte is served unverified. A dropped connection or a
+`digest` before the file gets its name in the cache, so no byte is served unverified. Files a TOC puts before its
+`.prefetch.landmark` are fetched in a thread from the start. A dropped connection or a
 5xx is retried by the registry client (a few times, with a short backoff). A file that cannot be had (a chunk
 that does not match, a registry that stays away) is EIO for that file alone, with one line in the spec's log.
 """
@@ -10,6 +11,7 @@ that does not match, a registry that stays away) is EIO for that file alone, wit
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -59,6 +61,30 @@ class RegistryFetcher:
             except (ImagebuildError, OSError, ValueError, KeyError) as exc:
                 self._say(f"/{_name(name)} (layer {digest}): {exc}: answered EIO")
                 raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
+
+    def prefetch(self) -> threading.Thread | None:
+        """Fetch into the cache, in a thread of its own, the files each layer's TOC puts before its
+        `.prefetch.landmark` (those its maker expects to be read first); None when no layer has one."""
+        keys: list[tuple[str, str]] = []
+        for digest in self.layers:
+            try:
+                layer = self._layer(digest)
+            except (OSError, ValueError, KeyError) as exc:
+                self._say(f"layer {digest}: no prefetch: {exc}")
+                continue
+            end = layer.toc.prefetch_end()
+            if end is not None:
+                keys += [(digest, n) for n, e in layer.entries.items() if e.get("size") and int(e["offset"]) < end]
+        if not keys:
+            return None
+        thread = threading.Thread(target=self._prefetch, args=(keys,), name="prefetch", daemon=True)
+        thread.start()
+        return thread
+
+    def _prefetch(self, keys: list[tuple[str, str]]) -> None:
+        for digest, name in keys:
+            with contextlib.suppress(OSError):  # (logged by open; the file is tried again when it is opened)
+                os.close(self.open(digest.encode() + b"\0" + os.fsencode(name)))
 
     def _say(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -114,6 +140,8 @@ class RegistryFetcher:
 
 
 def from_spec(path: str) -> RegistryFetcher:
-    """The fetcher a spec file (prepare.py writes it) describes."""
+    """The fetcher a spec file (prepare.py writes it) describes, its prefetch started."""
     with open(path, encoding="utf-8") as f:
-        return RegistryFetcher(json.load(f))
+        fetcher = RegistryFetcher(json.load(f))
+    fetcher.prefetch()
+    return fetcher

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -169,3 +170,21 @@ def test_cache_sizes() -> None:
     assert parse_size("64KiB") == 64 << 10
     with pytest.raises(BuildError):
         parse_size("lots")
+
+
+def test_files_before_the_prefetch_landmark_are_fetched_in_the_background(tmp_path: Path) -> None:
+    blob, toc = estargz_layer(tmp_path)
+    big = toc.entry("big")
+    # as another tool lays a layer out: the files to read first, then the landmark (here: before `big`)
+    entries = [*toc.entries, {"name": esgz.PREFETCH_LANDMARK, "type": "reg", "size": 1, "offset": big["offset"]}]
+    raw = json.dumps({"version": 1, "entries": entries}).encode()
+    crafted = esgz.Toc(toc.offset, "sha256:" + hashlib.sha256(raw).hexdigest(), entries, raw)
+    fetch, client = fetcher(tmp_path, blob, crafted)
+    thread = fetch.prefetch()
+    assert thread is not None
+    thread.join(30)
+    before = {e["name"] for e in entries if e.get("size") and e["offset"] < big["offset"] and e["type"] == "reg"}
+    assert before and "big" not in before
+    cached = set(os.listdir(tmp_path / "files"))
+    assert cached == {toc.entry(name)["digest"].removeprefix("sha256:") for name in before}
+    assert all(start < big["offset"] for start, _ in client.ranges)
