@@ -1,4 +1,6 @@
-"""The lazy file cache: the data of fetched files, verified, named by their sha256 (`STORE/lazy/files/HEX`).
+"""The lazy file cache: the data of fetched files, verified, named by their sha256 (`STORE/lazy/files/HEX`), and
+the compressed gzip members they came from (`m-LAYER-OFFSET-LENGTH`), from which a later `pull` of the image
+assembles the layer blobs, fetching only the rest.
 
 Crash-safe: a file is written under a temporary name (`.tmp-*`, which `check --repair` removes), flushed and
 renamed; a partial file never has a final name. Bounded: after each addition the least recently used files (by
@@ -104,6 +106,23 @@ class FileCache:
         except FileNotFoundError:
             return []
         return sorted(os.path.join(self.root, n) for n in names if n.startswith(TEMP_PREFIX))
+
+
+def member_key(layer: str, offset: int, length: int) -> str:
+    """The cache name of a layer blob's bytes [offset, offset + length): one gzip member a fetch read whole."""
+    return f"m-{layer.removeprefix('sha256:')}-{offset}-{length}"
+
+
+def cached_members(root: str, layer: str) -> list[tuple[int, int, str]]:
+    """The pieces of blob `layer` the cache at `root` holds: (offset, length, path), by offset."""
+    prefix = f"m-{layer.removeprefix('sha256:')}-"
+    found = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(root) as entries:
+        for entry in entries:
+            offset, _, length = entry.name.removeprefix(prefix).partition("-")
+            if entry.name.startswith(prefix) and offset.isdigit() and length.isdigit():
+                found.append((int(offset), int(length), entry.path))
+    return sorted(found)
 
 
 def lazy_leftovers(lazy_root: str) -> list[str]:

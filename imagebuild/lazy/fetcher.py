@@ -26,7 +26,7 @@ from typing import Any
 from imagebuild.errors import ImagebuildError
 from imagebuild.layer import estargz as esgz
 from imagebuild.layer._fs import write_all
-from imagebuild.lazy.cache import FileCache
+from imagebuild.lazy.cache import FileCache, member_key
 from imagebuild.transport.registry import Client
 
 
@@ -136,7 +136,10 @@ class RegistryFetcher:
         at = bisect.bisect_right(layer.ends, chunk.offset)
         end = layer.ends[at] if at < len(layer.ends) else int(self.layers[digest]["size"])
         member = self.client.get_range(self.repository, digest, chunk.offset, end - chunk.offset)
-        return esgz.read_chunk(io.BytesIO(member), dataclasses.replace(chunk, offset=0))
+        data = esgz.read_chunk(io.BytesIO(member), dataclasses.replace(chunk, offset=0))
+        # kept compressed too, for a pull of the image (checked there as a part of the whole blob)
+        os.close(self.cache.put(member_key(digest, chunk.offset, len(member)), lambda fd: write_all(fd, member)))
+        return data
 
 
 def from_spec(path: str) -> RegistryFetcher:

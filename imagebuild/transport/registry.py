@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from imagebuild.errors import BuildError
+from imagebuild.lazy.complete import assemble
 from imagebuild.oci import Descriptor, Index, Manifest, OCIError, mediatypes
 from imagebuild.store.estargz import converted
 from imagebuild.store.images import Image, Store
@@ -374,14 +375,21 @@ def pull(store: Store, ref: Reference, client: Client, tags: list[str], say: Say
         diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(manifest.layers):
             raise stager.fail("the manifest and the config disagree on the number of layers")
+        lazy_cache = os.path.join(store.root, "lazy", "files")  # what a lazy mount of the image fetched
         for layer, diff_id in zip(manifest.layers, diff_ids, strict=True):
-            stager.stage(layer.digest, functools.partial(_download, client, ref.repository, layer), diff_id, layer)
+            download = functools.partial(_download, client, ref.repository, layer, lazy_cache)
+            stager.stage(layer.digest, download, diff_id, layer)
         default = [f"{ref.registry}/{ref.repository}:{ref.tag}"] if ref.tag else []
         return stager.commit(config_bytes, tags or default, data, index_bytes)
     finally:
         stager.discard()
 
 
-def _download(client: Client, repo: str, layer: Descriptor) -> BinaryIO:
+def _download(client: Client, repo: str, layer: Descriptor, lazy_cache: str | None = None) -> BinaryIO:
+    """A layer blob: from the registry, or assembled from what `lazy_cache` holds of it and the rest."""
+    assembled = assemble(client, repo, layer, lazy_cache) if lazy_cache else None
+    if assembled is not None:
+        client._say(f"  {layer.digest[7:19]}: {assembled[1]} of {layer.size} bytes from the lazy cache")
+        return io.BytesIO(assembled[0])
     client._say(f"  {layer.digest[7:19]}: pulling {layer.size} bytes")
     return io.BytesIO(client.get_blob(repo, layer))

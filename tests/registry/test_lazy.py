@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -250,4 +251,18 @@ def test_a_plain_gzip_image_is_pulled_whole_with_a_line_saying_so(
     assert done.stdout == "plain\n"
     layers = tool.inspect("lazy-plain")["RootFS"]["Layers"]  # type: ignore[index]
     assert done.stderr.count("is not eStargz: pulling it whole") == len(layers), done.stderr
+    assert fresh.run("check").returncode == 0
+
+
+def test_a_pull_after_a_lazy_mount_fetches_only_what_the_cache_lacks(
+    fresh: Tool, registry: Registry, pushed: str, tmp_path: Path, mounts: list[Path]
+) -> None:
+    root = lazy_mount(fresh, pushed, tmp_path / "mnt", mounts, "--read-only")
+    big = (root / "data" / "big").read_bytes()
+    before = blob_bytes(registry)
+    pulled = fresh.run("pull", "--insecure", pushed)
+    fetched = blob_bytes(registry) - before
+    assert fetched < 2 << 20, f"the pull fetched {fetched} bytes though {BIG} were in the cache"
+    assert "Pulled" in pulled.stdout
+    assert fresh.run("run", "--rm", pushed, "md5sum", "/data/big").stdout.split()[0] == hashlib.md5(big).hexdigest()
     assert fresh.run("check").returncode == 0
