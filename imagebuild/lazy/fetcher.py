@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from imagebuild.layer import estargz as esgz
 from imagebuild.layer._fs import write_all
 from imagebuild.lazy.cache import FileCache, member_key
 from imagebuild.transport.registry import Client
+
+SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -114,6 +117,8 @@ class RegistryFetcher:
         layer = self._layer(digest)
         entry = layer.entries[_name(name)]
         want = str(entry.get("digest") or "")
+        if want and not SHA256.fullmatch(want):  # (it names a file in the cache: never a path)
+            raise ValueError(f"the TOC gives the file the digest {want[:80]!r}, not a sha256 digest")
         cache_key = want or "sha256:" + hashlib.sha256(f"{digest}\0{name}".encode()).hexdigest()
         fd = self.cache.open(cache_key)
         if fd is not None:

@@ -190,3 +190,15 @@ def test_files_before_the_prefetch_landmark_are_fetched_in_the_background(tmp_pa
     cached = {n for n in os.listdir(tmp_path / "files") if not n.startswith("m-")}
     assert cached == {toc.entry(name)["digest"].removeprefix("sha256:") for name in before}
     assert all(start < big["offset"] for start, _ in client.ranges)
+
+
+def test_a_toc_digest_that_is_no_digest_names_no_path(tmp_path: Path) -> None:
+    blob, toc = estargz_layer(tmp_path)
+    (tmp_path / "secret").write_text("a host file\n")  # beside the cache: what `../secret` would name
+    entries = [e | {"digest": "sha256:../secret"} if e.get("name") == "big" else e for e in toc.entries]
+    raw = json.dumps({"version": 1, "entries": entries}).encode()
+    crafted = esgz.Toc(toc.offset, "sha256:" + hashlib.sha256(raw).hexdigest(), entries, raw)
+    fetch, _ = fetcher(tmp_path, blob, crafted)
+    with pytest.raises(OSError) as caught:
+        fetch.open(LAYER.encode() + b"\0big")
+    assert caught.value.errno == errno.EIO
