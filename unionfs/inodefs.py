@@ -246,7 +246,7 @@ class InodeFS(Generic[L]):
     def _setgid_kept(self, ctx: Context | None, node: Node, change: AttrChange) -> AttrChange:
         """`change` with the setgid bit cleared where the kernel clears it for this caller: a chmod (also for
         a directory) or a truncation of a regular file by someone outside the file's group."""
-        if change.mode is not None and self.checks.drops_setgid(ctx, node, change.gid):
+        if change.mode is not None and self.checks.drops_setgid(ctx, node, change.gid, change.mode):
             return dataclasses.replace(change, mode=change.mode & ~stat.S_ISGID)
         if change.size is not None and stat.S_ISREG(node.st.st_mode) and self.checks.drops_setgid(ctx, node):
             return dataclasses.replace(change, mode=(change.mode or node.st.st_mode) & ~stat.S_ISGID)

@@ -150,3 +150,26 @@ def test_other_users_of_an_allow_other_mount_get_what_the_acls_say(user: User, w
     finally:
         user.unionfs("umount", str(mnt), check=False)
     assert out == ["granted", "by-group", "lower-granted"], out
+
+
+@pytest.mark.usefixtures("user_allow_other")
+def test_another_user_clears_setgid_as_on_ext4(user: User, workspace: Path) -> None:
+    """On an ordinary user's mount, another user outside a file's group clears its setgid bit by a chmod, an
+    access ACL or a write, as on ext4 (the daemon does it: the kernel leaves it alone there)."""
+    lower, up, work, mnt = workspace / "lower", workspace / "upper", workspace / "work", workspace / "mnt"
+    lower.mkdir()
+    for name, mode in (("chmod", 0o755), ("acl", 0o2644), ("append", 0o2666)):
+        write(lower / name, name, mode)
+        os.chown(lower / name, NOBODY, 4444)
+        os.chmod(lower / name, mode)
+    for path in (up, work, mnt):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    mount_as_user(user, [lower], up, work, mnt, "allow_other")
+    nobody = User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+    try:
+        nobody.run("sh", "-ec", f"cd {mnt}\nchmod 2755 chmod\nsetfacl -m u:1234:r acl\necho x >> append\n")
+        shown = {name: os.stat(mnt / name).st_mode & 0o7777 for name in ("chmod", "acl", "append")}
+    finally:
+        user.unionfs("umount", str(mnt), check=False)
+    assert shown == {"chmod": 0o755, "acl": 0o644, "append": 0o666}
