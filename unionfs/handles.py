@@ -22,6 +22,7 @@ class FileHandle:
     nodeid: int
     fd: int
     lower: bool  # reading a lower layer's file: must follow the file when it is copied up
+    drops_setgid: bool = False  # opened for writing by a caller whose first write clears the file's setgid bit
 
 
 class Handles(Generic[L]):

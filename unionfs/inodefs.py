@@ -8,8 +8,11 @@ copy-ups aside (copyaside.py) and the permission checks for other users (permiss
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import os
+import stat
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -32,6 +35,7 @@ from .union import UnionFS
 from .upper import Content
 
 L = TypeVar("L")  # what a listing is (ops.py's, with the attributes it hands the kernel)
+READAHEAD = 128 * 1024  # the kernel's first readahead window (a block device's default read_ahead_kb)
 
 
 class InodeFS(Generic[L]):
@@ -124,7 +128,15 @@ class InodeFS(Generic[L]):
         if not flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             node = self.node(nodeid)
             self.checks.require(ctx, node, READ)
-            return self._opened(nodeid, flags, node)
+            fh, node = self._opened(nodeid, flags, node)
+            if node.st.st_size:
+                # The kernel reads ahead at a file's first read; asked at the open, the disk works while the answer
+                # travels and the reader gets to its read(2): a cold READ then finds its data on the way. (A hint:
+                # where it fails, the READ reads as it would have.)
+                with contextlib.suppress(OSError):
+                    fd = self.handles.files[fh].fd
+                    os.posix_fadvise(fd, 0, min(node.st.st_size, READAHEAD), os.POSIX_FADV_WILLNEED)
+            return fh, node
         async with self.locks.shared(*self.leased(nodeid)):
             node = self.node(nodeid)
             if self.checks.foreign(ctx):
@@ -138,7 +150,26 @@ class InodeFS(Generic[L]):
             content: Content = "empty" if flags & os.O_TRUNC else "full"
             if await self.aside.file(node, lambda: self.node(nodeid), content):
                 node = self.node(nodeid)
-            return self._opened(nodeid, flags, node)
+            drops = stat.S_ISREG(node.st.st_mode) and self.checks.drops_setgid(ctx, node)
+            if drops and flags & os.O_TRUNC:  # a truncation clears it at once
+                node = self.fs.setattr(node, AttrChange(mode=node.st.st_mode & ~stat.S_ISGID))
+                drops = False
+            fh, node = self._opened(nodeid, flags, node)
+            self.handles.files[fh].drops_setgid = drops
+            return fh, node
+
+    def written(self, fh: int) -> bool:
+        """A write through `fh` is about to happen: clear the file's setgid bit where the writer's first write
+        clears it (permissions.Checker.drops_setgid). Whether the mode changed (the kernel's copy is stale)."""
+        handle = self.handles.files[fh]
+        if not handle.drops_setgid:
+            return False
+        handle.drops_setgid = False
+        node = self.node(handle.nodeid)
+        if not node.st.st_mode & stat.S_ISGID:
+            return False
+        self.fs.setattr(node, AttrChange(mode=node.st.st_mode & ~stat.S_ISGID))
+        return True
 
     def _opened(self, nodeid: int, flags: int, node: Node) -> tuple[int, Node]:
         fd, node = self.fs.open(node, flags)
@@ -168,7 +199,9 @@ class InodeFS(Generic[L]):
                 value = image_capability(value, self.ids.store_uid)
             if name in acl.NAMES and not self.ids.identity:
                 value = acl.map_ids(value, self.ids.store_uid, self.ids.store_gid)
-            self.fs.setxattr(node, name, value)
+            # an access ACL set by someone outside the file's group clears setgid (posix_acl_update_mode)
+            drops = name == acl.ACCESS and self.checks.drops_setgid(ctx, node)
+            self.fs.setxattr(node, name, value, drops_setgid=drops)
             self.follow_copy_ups()
 
     async def removexattr(self, nodeid: int, name: str, ctx: Context | None) -> None:
@@ -202,12 +235,22 @@ class InodeFS(Generic[L]):
                     raise
                 return self.fs.setattr_unlinked(fd, change), None
             self.checks.require_setattr(ctx, node, change)
+            change = self._setgid_kept(ctx, node, change)
             content: Content = "meta" if change.size is None else "empty" if change.size == 0 else "full"
             if await self.aside.file(node, lambda: self.node(nodeid), content):
                 node = self.node(nodeid)
             node = self.fs.setattr(node, change, own_fd)
             self.follow_copy_ups()
             return node.st, node
+
+    def _setgid_kept(self, ctx: Context | None, node: Node, change: AttrChange) -> AttrChange:
+        """`change` with the setgid bit cleared where the kernel clears it for this caller: a chmod (also for
+        a directory) or a truncation of a regular file by someone outside the file's group."""
+        if change.mode is not None and self.checks.drops_setgid(ctx, node, change.gid, change.mode):
+            return dataclasses.replace(change, mode=change.mode & ~stat.S_ISGID)
+        if change.size is not None and stat.S_ISREG(node.st.st_mode) and self.checks.drops_setgid(ctx, node):
+            return dataclasses.replace(change, mode=(change.mode or node.st.st_mode) & ~stat.S_ISGID)
+        return change
 
     async def create(
         self, parent_id: int, name: str, mode: int, flags: int, owner: Owner, ctx: Context | None

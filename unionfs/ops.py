@@ -188,6 +188,10 @@ class UnionOperations(pyfuse3.Operations):
         """The upper file a WRITE to `fh` lands in: the patched pyfuse3 has libfuse write the data there without
         handing it to Python (`scripts/patch_pyfuse3.py`); a stock one calls write() above."""
         handle = self.ifs.handles.files[fh]
+        if handle.drops_setgid:  # the first write of someone outside its group clears setgid
+            with contextlib.suppress(OSError):  # (the write goes on regardless)
+                if self.ifs.written(fh):
+                    pyfuse3.invalidate_inode(handle.nodeid, attr_only=True)
         self.ifs.cache.written(handle.nodeid)  # its size and times are stale now, where cached
         if log.isEnabledFor(logging.DEBUG):
             log.debug("write_fd(%d,) -> %d", fh, handle.fd)

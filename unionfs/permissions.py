@@ -85,6 +85,20 @@ class Checker:
         if not allowed(node.st, uid, gids, mask, self.access_acl(node)):
             raise UnionError(errno.EACCES)
 
+    def drops_setgid(self, ctx: Context | None, node: Node, gid: int | None = None, mode: int | None = None) -> bool:
+        """Whether a chmod, an access ACL, a truncation or a write by `ctx` clears the setgid bit of `node` (or
+        of the `mode` a chmod asks for), as the kernel clears it (setattr_prepare, posix_acl_update_mode,
+        file_remove_privs): the caller is not in the file's group (`gid`, stored, where a chown changes it) and
+        has no CAP_FSETID (root, and on an unprivileged mount the mounting user, root of its mount, have it)."""
+        if ctx is None or ctx.uid in (self.owner_uid, 0):
+            return False
+        if not (node.st.st_mode if mode is None else mode) & stat.S_ISGID:
+            return False
+        group = node.st.st_gid if gid is None else gid
+        if self.ids.store_gid(ctx.gid) == group:
+            return False
+        return all(self.ids.store_gid(g) != group for g in self.groups(ctx.pid))
+
     def require_delete(self, ctx: Context | None, parent: Node, victim: Node) -> None:
         """EACCES or EPERM unless `ctx` may remove `victim` from `parent`."""
         self.require(ctx, parent, WRITE | EXEC)

@@ -449,12 +449,13 @@ class UnionFS(Renames):
             raise UnionError(errno.ENODATA)  # (it does not show, so there is nothing to remove)
 
     @changes
-    def setxattr(self, node: Node, name: str, value: bytes) -> None:
+    def setxattr(self, node: Node, name: str, value: bytes, *, drops_setgid: bool = False) -> None:
         """Set an xattr; a `security.*` or `trusted.*` one as a record where the upper's writer may not set it.
-        A POSIX ACL sets the mode as the kernel does (acl.py)."""
+        A POSIX ACL sets the mode as the kernel does (acl.py); an access ACL clears setgid with `drops_setgid`
+        (a caller outside the file's group, permissions.Checker.drops_setgid)."""
         self.check_xattr_change(name, True)
         if name in acl.NAMES:
-            self._set_acl(node, name, value)
+            self._set_acl(node, name, value, drops_setgid)
             return
         node = self._copy_up(node, "meta")
         where = self.location(node)
@@ -466,7 +467,7 @@ class UnionFS(Renames):
             os.setxattr(where, name, value, follow_symlinks=False)
             _remove_if_there(where, record_name(name))  # a record would hide what was just set
 
-    def _set_acl(self, node: Node, name: str, value: bytes) -> None:
+    def _set_acl(self, node: Node, name: str, value: bytes, drops_setgid: bool) -> None:
         """Set an access ACL (the mode follows it; one that says no more than a mode is stored as that mode
         only, as on ext4) or a default ACL (directories only)."""
         entries = acl.parse(value)
@@ -486,7 +487,8 @@ class UnionFS(Renames):
             self._store_xattr(where, name, acl.encode(entries))
         if node.is_dir:
             self.tree.reshaped()  # cached directories carry their mode
-        self._change_owner_mode(node, None, None, acl.with_mode(node.st.st_mode, entries))
+        mode = acl.with_mode(node.st.st_mode, entries)
+        self._change_owner_mode(node, None, None, mode & ~stat.S_ISGID if drops_setgid else mode)
 
     def _store_xattr(self, where: str, name: str, value: bytes) -> None:
         """Keep a privileged xattr (or an ACL) at `where` for real where the writer may, else as a record."""

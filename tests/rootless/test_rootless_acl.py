@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import User
-from tests.rootless.test_rootless import mount_as_user
+from tests.rootless.conftest import User, own_tree
+from tests.rootless.test_rootless import mount_as_user, user_allow_other  # noqa: F401 (a fixture used here)
 from tests.support import write
 
 pytestmark = pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl (Debian: acl) is not installed")
@@ -37,6 +37,7 @@ LOWER = {"in": 0o644, "f": 0o640, "h": 0o640, "k": 0o600}
 #: an ACL file k has before the steps: a real one in the lower layer, whose copy-up keeps it as a record
 K_ACL = "u:1234:rw,g:2345:r"
 UPPER = {"out": 0o600, "g": 0o600}
+NOBODY = 65534  # uid and gid of the second user, as test_rootless has it
 
 
 def observe(user: User, root: Path) -> str:
@@ -115,3 +116,60 @@ def test_cp_p_in_a_run_steps_mount(user: User, workspace: Path) -> None:
         finally:
             user.unionfs("umount", str(point))
     assert os.getxattr(up / "etc" / "inputrc", "user.containers.override_stat").startswith(b"0:0:0644")
+
+
+@pytest.mark.usefixtures("user_allow_other")
+def test_other_users_of_an_allow_other_mount_get_what_the_acls_say(user: User, workspace: Path) -> None:
+    """Unprivileged, the kernel leaves permission checks to the daemon (no default_permissions): another user
+    reading through the mount is granted or refused by the ACL entries as on ext4, whether the ACL is a lower
+    layer's real one or set through the mount (kept as a record)."""
+    lower, up, work, mnt = workspace / "lower", workspace / "upper", workspace / "work", workspace / "mnt"
+    tree(lower, {"granted": 0o600, "denied": 0o644, "by-group": 0o600, "lower-granted": 0o600}, user)
+    (lower / "closed").mkdir()
+    write(lower / "closed" / "inside", "x", 0o644)
+    own_tree(lower, user)
+    subprocess.run(["setfacl", "-m", f"u:{NOBODY}:r", lower / "lower-granted"], check=True)
+    for path in (up, work, mnt):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    mount_as_user(user, [lower], up, work, mnt, "allow_other")
+    nobody = User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+    try:
+        user.run(
+            "sh",
+            "-ec",
+            f"cd {mnt}\nsetfacl -m u:{NOBODY}:r granted\nsetfacl -m u:{NOBODY}:- denied\n"
+            f"setfacl -m g:{NOBODY}:r by-group\nsetfacl -m u:{NOBODY}:- closed\n",
+        )
+        checks = "".join(
+            f"cat {mnt}/{name} >/dev/null 2>&1 && echo {name}\n"
+            for name in ("granted", "denied", "by-group", "lower-granted", "closed/inside")
+        )
+        checks += f"ls {mnt}/closed >/dev/null 2>&1 && echo list-closed\n"
+        out = nobody.run("sh", "-c", checks, check=False).stdout.split()
+    finally:
+        user.unionfs("umount", str(mnt), check=False)
+    assert out == ["granted", "by-group", "lower-granted"], out
+
+
+@pytest.mark.usefixtures("user_allow_other")
+def test_another_user_clears_setgid_as_on_ext4(user: User, workspace: Path) -> None:
+    """On an ordinary user's mount, another user outside a file's group clears its setgid bit by a chmod, an
+    access ACL or a write, as on ext4 (the daemon does it: the kernel leaves it alone there)."""
+    lower, up, work, mnt = workspace / "lower", workspace / "upper", workspace / "work", workspace / "mnt"
+    lower.mkdir()
+    for name, mode in (("chmod", 0o755), ("acl", 0o2644), ("append", 0o2666)):
+        write(lower / name, name, mode)
+        os.chown(lower / name, NOBODY, 4444)
+        os.chmod(lower / name, mode)
+    for path in (up, work, mnt):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    mount_as_user(user, [lower], up, work, mnt, "allow_other")
+    nobody = User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+    try:
+        nobody.run("sh", "-ec", f"cd {mnt}\nchmod 2755 chmod\nsetfacl -m u:1234:r acl\necho x >> append\n")
+        shown = {name: os.stat(mnt / name).st_mode & 0o7777 for name in ("chmod", "acl", "append")}
+    finally:
+        user.unionfs("umount", str(mnt), check=False)
+    assert shown == {"chmod": 0o755, "acl": 0o644, "append": 0o666}
