@@ -253,6 +253,8 @@ class UnionFS(Renames):
                     st,  # (new: no ownership record on it)
                 )
                 upper.fresh(st)
+                if upper.privileged:
+                    upper.made_plain(st.st_ino)
             if opaque:
                 upper.make_opaque(upper.work_fd, tmp)
             upper.place_new(tmp, parent_fd, name, is_dir, free=True)

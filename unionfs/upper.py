@@ -34,6 +34,8 @@ from .whiteout import (
 from .workdir import WORK_SUBDIR
 
 Content = Literal["full", "empty", "meta"]
+#: How many upper inodes Layer.plain holds at most (emptied when full).
+PLAIN_INODES = 1 << 20
 
 #: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
 AliasHook = Callable[[os.stat_result, Node], None]
@@ -105,6 +107,8 @@ class Upper:
         if stat.S_ISLNK(effective.st_mode) or stat.S_ISFIFO(effective.st_mode) or stat.S_ISSOCK(effective.st_mode):
             return  # Linux keeps user.* xattrs off these: they show the daemon's owner (devices are placeholders)
         record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev).encode()
+        if self.layer.plain:  # (`effective` may be the stat of what it copies: the inode is asked)
+            self.layer.plain.discard(os.stat(proc_path(dirfd, name) if name else dirfd, follow_symlinks=False).st_ino)
         if name:
             os.setxattr(proc_path(dirfd, name), OVERRIDE_STAT, record, follow_symlinks=False)
         else:
@@ -134,10 +138,13 @@ class Upper:
         """Give dirfd/name, an entry just made (as a copy of one with `st`), the owner, mode and times of `st` and
         the `xattrs` of its source (read_xattrs)."""
         current: os.stat_result | None = None
+        ino: int | None = None
         if xattrs is not None:
             where = proc_path(dirfd, name)
             if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
                 current = os.stat(where, follow_symlinks=False)
+                ino = current.st_ino
+                self.layer.plain.discard(ino)  # (a number reused: this inode is not the one it named)
                 if (current.st_uid, current.st_gid) != (st.st_uid, st.st_gid):
                     os.chown(where, st.st_uid, st.st_gid, follow_symlinks=False)
                     current = None
@@ -146,6 +153,15 @@ class Upper:
                 current = None  # (an ACL among them sets the mode; a record, the owner shown)
         self.set_owner_mode(dirfd, name, st, current)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
+        if ino is not None and OVERRIDE_STAT not in (xattrs or {}):
+            self.made_plain(ino)
+
+    def made_plain(self, ino: int) -> None:
+        """Upper inode `ino`, just made by the privileged writer, carries no ownership record (Layer.plain)."""
+        plain = self.layer.plain
+        if len(plain) >= PLAIN_INODES:
+            plain.clear()
+        plain.add(ino)
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
