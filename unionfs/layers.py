@@ -30,6 +30,7 @@ from .whiteout import (
     USER_METACOPY,
     is_chardev_whiteout,
     is_internal_xattr,
+    is_whiteout_name,
     whited_out_target,
 )
 
@@ -100,7 +101,9 @@ class LiveDirView(DirView):
         return lstat_at(self.fd, ".wh." + name) is not None
 
     def names(self) -> list[str]:
-        return read_view(self.fd).names()
+        # Names only: whoever lists them looks each up (Tree.lookup), which skips whiteouts of either form; an
+        # lstat and a record read of every entry here would only be done again there.
+        return [name for name in os.listdir(self.fd) if not is_whiteout_name(name)]
 
 
 def proc_path(dirfd: int, name: str | None = None) -> str:

@@ -234,7 +234,9 @@ class Upper:
     def _copy_regular(
         self, node: Node, src: EntryReader, path: Path, dst_dir: int, dst_name: str, content: Content
     ) -> None:
-        fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+        # made with the permission bits it ends with, where the daemon's umask lets it: set_meta's chmod is spared
+        bits = self.disk_mode(node.st.st_mode) & 0o777
+        fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, bits, dir_fd=dst_dir)
         try:
             if content == "meta":
                 os.ftruncate(fd, node.st.st_size)
