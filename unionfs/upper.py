@@ -108,7 +108,8 @@ class Upper:
             return  # Linux keeps user.* xattrs off these: they show the daemon's owner (devices are placeholders)
         record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev).encode()
         if self.layer.plain:  # (`effective` may be the stat of what it copies: the inode is asked)
-            self.layer.plain.discard(os.stat(proc_path(dirfd, name) if name else dirfd, follow_symlinks=False).st_ino)
+            own_st = os.stat(name, dir_fd=dirfd, follow_symlinks=False) if name else os.fstat(dirfd)
+            self.layer.plain.discard(own_st.st_ino)
         if name:
             os.setxattr(proc_path(dirfd, name), OVERRIDE_STAT, record, follow_symlinks=False)
         else:
