@@ -21,12 +21,13 @@ class AttrChange:
     def sets_times(self) -> bool:
         return self.atime_ns is not None or self.mtime_ns is not None
 
-    def times_ns(self, st: os.stat_result) -> tuple[int, int]:
-        """The (atime, mtime) to set: the one not asked for kept from `st`."""
-        return (
-            st.st_atime_ns if self.atime_ns is None else self.atime_ns,
-            st.st_mtime_ns if self.mtime_ns is None else self.mtime_ns,
-        )
+    def times_ns(self, st: os.stat_result | None) -> tuple[int, int]:
+        """The (atime, mtime) to set: the one not asked for kept from `st` (which may be None when both are)."""
+        atime = self.atime_ns if self.atime_ns is not None else None if st is None else st.st_atime_ns
+        mtime = self.mtime_ns if self.mtime_ns is not None else None if st is None else st.st_mtime_ns
+        if atime is None or mtime is None:
+            raise ValueError("a time kept needs the entry's stat")
+        return atime, mtime
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,10 +44,15 @@ def own(where: str | int, uid: int, gid: int, *, follow_symlinks: bool) -> None:
         os.chown(where, uid, gid, follow_symlinks=follow_symlinks)
 
 
-def copy_data(src_fd: int, dst_fd: int) -> None:
+def copy_data(src_fd: int, dst_fd: int, size: int | None = None) -> None:
+    """Copy src_fd's data to dst_fd from where each stands. `size`: what the source holds (a lower file, which
+    does not change while mounted): once that much is copied, the call that would only find its end is spared."""
+    copied = 0
     while True:
         try:
-            if os.copy_file_range(src_fd, dst_fd, COPY_CHUNK) == 0:
+            n = os.copy_file_range(src_fd, dst_fd, COPY_CHUNK)
+            copied += n
+            if n == 0 or (size is not None and copied >= size):
                 return
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):

@@ -292,7 +292,7 @@ class InodeFS(Generic[L]):
             self.fs.rmdir(parent, name)
             self.inodes.unlinked(self.inodes.nodeid(node))
             return
-        self.fs.unlink(parent, name)
+        self.fs.unlink(parent, name, node)
         if node.st.st_nlink <= 1:
             self.inodes.unlinked(self.inodes.nodeid(node))
         else:

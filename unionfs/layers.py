@@ -31,6 +31,7 @@ from .whiteout import (
     USER_METACOPY,
     is_chardev_whiteout,
     is_internal_xattr,
+    is_whiteout_name,
     whited_out_target,
 )
 
@@ -72,12 +73,13 @@ class LiveDirView(DirView):
     """A view of a writable directory that asks the disk on every call (the upper changes under us). Whether it
     is opaque is asked only when someone needs to know: most lookups never do."""
 
-    __slots__ = ("_last", "_opaque", "fd")
+    __slots__ = ("_last", "_opaque", "fd", "plain")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, plain: set[int] | frozenset[int] = frozenset()) -> None:
         self.entries = {}
         self.whiteouts = set()
         self.fd = fd
+        self.plain = plain  # inodes known to carry no ownership record (Layer.plain)
         self._opaque: bool | None = None
         self._last: tuple[str, os.stat_result | None] | None = None  # entry() then whited() of one name: one lstat
 
@@ -92,6 +94,8 @@ class LiveDirView(DirView):
         self._last = (name, st)
         if st is None or is_chardev_whiteout(st.st_mode, st.st_rdev):
             return None
+        if st.st_ino in self.plain:
+            return st
         return effective_stat(self.fd, name, st)
 
     def whited(self, name: str) -> bool:
@@ -101,7 +105,9 @@ class LiveDirView(DirView):
         return lstat_at(self.fd, ".wh." + name) is not None
 
     def names(self) -> list[str]:
-        return read_view(self.fd).names()
+        # Names only: whoever lists them looks each up (Tree.lookup), which skips whiteouts of either form; an
+        # lstat and a record read of every entry here would only be done again there.
+        return [name for name in os.listdir(self.fd) if not is_whiteout_name(name)]
 
 
 def proc_path(dirfd: int, name: str | None = None) -> str:
@@ -263,6 +269,10 @@ class Layer:
         self._retired: list[int] = []
         self._views: OrderedDict[Path, DirView | None] = OrderedDict()
         self._links: dict[int, list[Path]] | None = None
+        # Of a writable layer: inodes its writer made and knows to carry no ownership record, whose lstat is then
+        # what the mount shows without reading the record's xattr. The writer keeps it true: an inode leaves it
+        # before a record is put on it (upper.py).
+        self.plain: set[int] = set()
 
     def dirfd(self, path: Path) -> int:
         """A borrowed fd of directory `path` in this layer; raises OSError when it is not a directory here."""
@@ -340,7 +350,7 @@ class Layer:
         """The directory `path` as this layer has it, or None when it has no directory there."""
         if self.writable:
             try:
-                return LiveDirView(self.dirfd(path))
+                return LiveDirView(self.dirfd(path), self.plain)
             except (FileNotFoundError, NotADirectoryError):
                 return None
             except OSError as exc:

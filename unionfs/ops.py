@@ -131,9 +131,10 @@ class UnionOperations(pyfuse3.Operations):
 
         return self.ifs.cache.listing(inode, build)
 
-    def _file_info(self, fh: int, flags: int, node: Node) -> pyfuse3.FileInfo:
-        """Data cached across opens (keep_cache); direct I/O for write-only handles where safe (handles.py)."""
-        direct = direct_write(flags) and not self.fs.strips_on_write(node)
+    def _file_info(self, fh: int, flags: int, node: Node, new: bool = False) -> pyfuse3.FileInfo:
+        """Data cached across opens (keep_cache); direct I/O for write-only handles where safe (handles.py).
+        `new`: a file the request just created."""
+        direct = direct_write(flags) and not self.fs.strips_on_write(node, new)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=direct)
 
     # -- reading -----------------------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ class UnionOperations(pyfuse3.Operations):
         owner = self.ifs.owner(ctx, ctx.umask)
         fh, node = await self.ifs.create(parent_inode, os.fsdecode(name), mode, flags, owner, ctx)
         attr = self._entry(node, parent_inode)
-        return self._file_info(fh, flags, node), attr
+        return self._file_info(fh, flags, node, new=True), attr
 
     @translate
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -46,10 +46,12 @@ class Tree:
         # Directories by path, for resolving what lies below them: a lookup needs only a directory's path and
         # the layers it merges, which change only when the upper's directory tree is reshaped (reshaped()).
         self._dirs: dict[Path, Node] = {}
+        self.shape = 0  # moved by every reshaped(): what is known of directories by path holds while it stands
 
     def reshaped(self) -> None:
         """A directory was created, removed, moved or marked opaque in the upper: forget cached directories."""
         self._dirs.clear()
+        self.shape += 1
 
     def root(self) -> Node:
         contributing: list[int] = []
@@ -78,6 +80,12 @@ class Tree:
                 continue
             st = view.entry(name)
             if st is not None:
+                if found is None and stat.S_ISDIR(st.st_mode):
+                    known = self._dirs.get(path)
+                    if known is not None and known.layer == index:
+                        # which layers it merges holds until the tree is reshaped: only its stat is news (a
+                        # directory whose entries changed, asked for again), without probing its opacity again
+                        return Node(path, index, st, known.layers)
                 if found is None:
                     found = (index, st)
                     merged.append(index)

@@ -27,6 +27,7 @@ from .upper import Content, Upper
 from .whiteout import is_chardev_whiteout, is_internal_xattr
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+DEFAULT_ACL_CACHE = 4096
 PASS_FLAGS = os.O_ACCMODE | os.O_APPEND | os.O_SYNC | os.O_DSYNC | os.O_NOATIME | os.O_TRUNC
 
 
@@ -37,6 +38,9 @@ class UnionFS(Renames):
         self.tree = tree
         self.upper = upper
         self.generation = 0  # moved by every change to the upper (@changes): ops.py's caches hold while it stands
+        # Directories' default ACLs (None: none), read for every entry made in them; they change only by an xattr
+        # change (which empties this) or with the tree's shape (by path: the shape they were read in)
+        self._defaults: dict[Path, tuple[int, bytes | None]] = {}
 
     def end_request(self) -> None:
         for layer in self.tree.layers:
@@ -122,11 +126,14 @@ class UnionFS(Renames):
                 pass
         return layer.getxattr(node.path, name)
 
-    def strips_on_write(self, node: Node) -> bool:
-        """Whether `node` carries what a write strips: setuid, setgid with group execute, file capabilities."""
+    def strips_on_write(self, node: Node, new: bool = False) -> bool:
+        """Whether `node` carries what a write strips: setuid, setgid with group execute, file capabilities (which
+        a file just created (`new`) cannot have yet)."""
         mode = node.st.st_mode
         if mode & stat.S_ISUID or mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP:
             return True
+        if new:
+            return False
         try:
             self.getxattr(node, "security.capability")
         except OSError:
@@ -211,12 +218,14 @@ class UnionFS(Renames):
         parent: Node,
         name: str,
         is_dir: bool,
-        build: Callable[[int, str], None],
+        build: Callable[[int, str, int], None],
         owner: Owner | None,
         mode: int,
         rdev: int = 0,
     ) -> Node:
-        """Create `name` in `parent`: build it under the work dir, give it its owner and mode, move it in."""
+        """Create `name` in `parent`: build it under the work dir (`build(work_fd, tmp, bits)`, where `bits` are
+        the permission bits it should end with, should it be able to set them as it makes it), give it its owner
+        and mode, move it in."""
         upper = self._writer()
         check_name(name)
         if not parent.is_dir:
@@ -228,21 +237,27 @@ class UnionFS(Renames):
             mode, inherited = self._inherit(parent, mode, owner.umask)
         parent_fd = upper.ensure_dir(parent)
         opaque = is_dir and self.tree.lower_has(parent, name)
+        if owner is not None:
+            owner, mode = self._owner_for(parent, owner, mode)
         tmp = upper.tmpname()
-        build(upper.work_fd, tmp)
+        build(upper.work_fd, tmp, upper.disk_mode(mode))
         try:
             for acl_name, value in inherited.items():
                 self._store_xattr(proc_path(upper.work_fd, tmp), acl_name, value)
             if owner is not None:  # a new inode (not a new name of an existing one)
-                owner, mode = self._owner_for(parent, owner, mode)
                 st = os.stat(tmp, dir_fd=upper.work_fd, follow_symlinks=False)
                 upper.set_owner_mode(
-                    upper.work_fd, tmp, replace_stat(st, uid=owner.uid, gid=owner.gid, mode=mode, rdev=rdev)
+                    upper.work_fd,
+                    tmp,
+                    replace_stat(st, uid=owner.uid, gid=owner.gid, mode=mode, rdev=rdev),
+                    st,  # (new: no ownership record on it)
                 )
                 upper.fresh(st)
+                if upper.privileged:
+                    upper.made_plain(st.st_ino)
             if opaque:
                 upper.make_opaque(upper.work_fd, tmp)
-            upper.place_new(tmp, parent_fd, name, is_dir)
+            upper.place_new(tmp, parent_fd, name, is_dir, free=True)
         except BaseException:
             upper.discard(tmp)
             raise
@@ -251,8 +266,11 @@ class UnionFS(Renames):
     def _inherit(self, parent: Node, mode: int, umask: int) -> tuple[int, dict[str, bytes]]:
         """The mode and ACLs of an entry about to be created in `parent` with `mode`: from the parent's default
         ACL where it has one (a directory inherits the default ACL itself too), else `mode` less the umask."""
+        value = self._default_acl(parent)
+        if value is None:
+            return mode & ~umask, {}
         try:
-            default = acl.parse(self.getxattr(parent, acl.DEFAULT))
+            default = acl.parse(value)
         except OSError:
             return mode & ~umask, {}
         access, mode = acl.inherit(default, mode)
@@ -260,6 +278,20 @@ class UnionFS(Renames):
         if stat.S_ISDIR(mode):
             inherited[acl.DEFAULT] = acl.encode(default)
         return mode, inherited
+
+    def _default_acl(self, parent: Node) -> bytes | None:
+        """Directory `parent`'s default ACL as stored, or None."""
+        known = self._defaults.get(parent.path)
+        if known is not None and known[0] == self.tree.shape:
+            return known[1]
+        try:
+            value: bytes | None = self.getxattr(parent, acl.DEFAULT)
+        except OSError:
+            value = None
+        if len(self._defaults) >= DEFAULT_ACL_CACHE:
+            self._defaults.clear()
+        self._defaults[parent.path] = (self.tree.shape, value)
+        return value
 
     def _created(self, parent: Node, name: str) -> Node:
         """The entry just made under `parent`: looked up there, unless the parent only now entered the upper."""
@@ -273,9 +305,11 @@ class UnionFS(Renames):
     def create(self, parent: Node, name: str, mode: int, flags: int, owner: Owner) -> tuple[int, Node]:
         fds: list[int] = []
 
-        def build(work: int, tmp: str) -> None:
+        def build(work: int, tmp: str, bits: int) -> None:
             open_flags = (flags & PASS_FLAGS & ~os.O_ACCMODE) | os.O_RDWR | os.O_CREAT | os.O_EXCL
-            fds.append(os.open(tmp, open_flags | os.O_CLOEXEC, 0o600, dir_fd=work))
+            # made with its final permission bits (under our own work dir) where the daemon's umask lets it: the
+            # chmod after is then spared
+            fds.append(os.open(tmp, open_flags | os.O_CLOEXEC, bits & 0o777, dir_fd=work))
 
         try:
             node = self._new_entry(parent, name, False, build, owner, stat.S_IFREG | stat.S_IMODE(mode))
@@ -291,7 +325,7 @@ class UnionFS(Renames):
             parent,
             name,
             True,
-            lambda work, tmp: os.mkdir(tmp, 0o700, dir_fd=work),
+            lambda work, tmp, _bits: os.mkdir(tmp, 0o700, dir_fd=work),
             owner,
             stat.S_IFDIR | stat.S_IMODE(mode),
         )
@@ -303,7 +337,7 @@ class UnionFS(Renames):
             raise UnionError(errno.EPERM, "a 0/0 character device is a whiteout")
         upper = self._writer()
 
-        def build(work: int, tmp: str) -> None:
+        def build(work: int, tmp: str, _bits: int) -> None:
             if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 upper.make_device(work, tmp, mode, rdev)
             else:
@@ -317,7 +351,7 @@ class UnionFS(Renames):
             parent,
             name,
             False,
-            lambda work, tmp: os.symlink(target, tmp, dir_fd=work),
+            lambda work, tmp, _bits: os.symlink(target, tmp, dir_fd=work),
             owner,
             stat.S_IFLNK | 0o777,
         )
@@ -330,16 +364,18 @@ class UnionFS(Renames):
         node = self._copy_up(node)
         src_fd = self._upper_dirfd(node)
 
-        def build(work: int, tmp: str) -> None:
+        def build(work: int, tmp: str, _bits: int) -> None:
             os.link(node.name, tmp, src_dir_fd=src_fd, dst_dir_fd=work, follow_symlinks=False)
 
         return self._new_entry(parent, name, False, build, None, node.st.st_mode)
 
     @changes
-    def unlink(self, parent: Node, name: str) -> None:
+    def unlink(self, parent: Node, name: str, node: Node | None = None) -> None:
+        """Remove non-directory `name` of `parent`; `node`: it as the caller just looked it up."""
         check_length(name)
         upper = self._writer()
-        node = self.lookup(parent, name)
+        if node is None:
+            node = self.lookup(parent, name)
         if node.is_dir:
             raise UnionError(errno.EISDIR)
         whiteout = self.tree.lower_has(parent, name)
@@ -388,7 +424,9 @@ class UnionFS(Renames):
             else:
                 os.truncate(where, size)
         if change.sets_times:
-            os.utime(where, ns=change.times_ns(os.stat(where, follow_symlinks=False)), follow_symlinks=False)
+            both = change.atime_ns is not None and change.mtime_ns is not None
+            kept = None if both else os.stat(where, follow_symlinks=False)
+            os.utime(where, ns=change.times_ns(kept), follow_symlinks=False)
         return self.resolve(node.path)
 
     @changes
@@ -454,6 +492,7 @@ class UnionFS(Renames):
         A POSIX ACL sets the mode as the kernel does (acl.py); an access ACL clears setgid with `drops_setgid`
         (a caller outside the file's group, permissions.Checker.drops_setgid)."""
         self.check_xattr_change(name, True)
+        self._defaults.clear()
         if name in acl.NAMES:
             self._set_acl(node, name, value, drops_setgid)
             return
@@ -512,6 +551,7 @@ class UnionFS(Renames):
     def removexattr(self, node: Node, name: str) -> None:
         """Remove an xattr: a privileged one's record and the xattr on disk, whichever it has."""
         self.check_xattr_change(name, False)
+        self._defaults.clear()
         node = self._copy_up(node, "meta")
         where = self.location(node)
         if is_privileged(name) and _remove_if_there(where, record_name(name)):

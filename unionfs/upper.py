@@ -34,6 +34,8 @@ from .whiteout import (
 from .workdir import WORK_SUBDIR
 
 Content = Literal["full", "empty", "meta"]
+#: How many upper inodes Layer.plain holds at most (emptied when full).
+PLAIN_INODES = 1 << 20
 
 #: Called as alias(new_upper_st, node) when `node` of the merged view now lives at a new upper inode.
 AliasHook = Callable[[os.stat_result, Node], None]
@@ -67,6 +69,7 @@ class Upper:
         self.metacopy_xattr = TRUSTED_METACOPY if opaque_xattr == TRUSTED_OPAQUE else USER_METACOPY
         self.work_fd = os.open(os.path.join(work_path, WORK_SUBDIR), os.O_RDONLY | os.O_DIRECTORY)
         self._names = itertools.count()
+        self._pid = os.getpid()
         self.alias: AliasHook = lambda _st, _node: None
         self.fresh: FreshHook = lambda _st: None
 
@@ -76,7 +79,7 @@ class Upper:
     # -- small helpers ---------------------------------------------------------------------------------------
 
     def tmpname(self) -> str:
-        return f"#{os.getpid()}.{next(self._names)}"
+        return f"#{self._pid}.{next(self._names)}"
 
     @contextlib.contextmanager
     def staging(self, tmp: str) -> Iterator[None]:
@@ -104,29 +107,62 @@ class Upper:
         if stat.S_ISLNK(effective.st_mode) or stat.S_ISFIFO(effective.st_mode) or stat.S_ISSOCK(effective.st_mode):
             return  # Linux keeps user.* xattrs off these: they show the daemon's owner (devices are placeholders)
         record = OverrideStat(effective.st_uid, effective.st_gid, effective.st_mode, effective.st_rdev).encode()
+        if self.layer.plain:  # (`effective` may be the stat of what it copies: the inode is asked)
+            own_st = os.stat(name, dir_fd=dirfd, follow_symlinks=False) if name else os.fstat(dirfd)
+            self.layer.plain.discard(own_st.st_ino)
         if name:
             os.setxattr(proc_path(dirfd, name), OVERRIDE_STAT, record, follow_symlinks=False)
         else:
             os.setxattr(dirfd, OVERRIDE_STAT, record)  # the directory itself (the mount's root)
 
-    def set_owner_mode(self, dirfd: int, name: str, effective: os.stat_result) -> None:
-        """Make dirfd/name show `effective`'s owner and mode: for real where we may, else by record."""
+    def set_owner_mode(
+        self, dirfd: int, name: str, effective: os.stat_result, current: os.stat_result | None = None
+    ) -> None:
+        """Make dirfd/name show `effective`'s owner and mode: for real where we may, else by record. `current`:
+        the entry's own lstat, when the caller has just made it and knows it carries no ownership record (nor
+        anything else since that lstat): it spares the calls that would find out again."""
         where: str | int = proc_path(dirfd, name) if name else dirfd  # no name: dirfd itself (the root)
         if self.privileged:
-            own(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
+            if current is None:
+                own(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
+            elif (current.st_uid, current.st_gid) != (effective.st_uid, effective.st_gid):
+                os.chown(where, effective.st_uid, effective.st_gid, follow_symlinks=not name)
+                current = None  # (a chown may have dropped setuid and setgid: the mode is set whatever it was)
         if not stat.S_ISLNK(effective.st_mode):
-            os.chmod(where, self.disk_mode(effective.st_mode))
-        if not self.privileged or read_override(dirfd, name or None) is not None:
+            mode = self.disk_mode(effective.st_mode)
+            if current is None or stat.S_IMODE(current.st_mode) != mode:
+                os.chmod(where, mode)
+        if not self.privileged or (current is None and read_override(dirfd, name or None) is not None):
             self.record_owner(dirfd, name, effective)
 
     def set_meta(self, dirfd: int, name: str, st: os.stat_result, xattrs: dict[str, bytes] | None) -> None:
-        """Give dirfd/name the owner, mode and times of `st` and the `xattrs` of its source (read_xattrs)."""
+        """Give dirfd/name, an entry just made (as a copy of one with `st`), the owner, mode and times of `st` and
+        the `xattrs` of its source (read_xattrs)."""
+        current: os.stat_result | None = None
+        ino: int | None = None
         if xattrs is not None:
+            where = proc_path(dirfd, name)
             if self.privileged:  # owned first: a chown after the xattrs would drop a file capability among them
-                own(proc_path(dirfd, name), st.st_uid, st.st_gid, follow_symlinks=False)
-            put_xattrs(xattrs, proc_path(dirfd, name), records=not self.privileged)
-        self.set_owner_mode(dirfd, name, st)
+                current = os.stat(where, follow_symlinks=False)
+                ino = current.st_ino
+                self.layer.plain.discard(ino)  # (a number reused: this inode is not the one it named)
+                if (current.st_uid, current.st_gid) != (st.st_uid, st.st_gid):
+                    os.chown(where, st.st_uid, st.st_gid, follow_symlinks=False)
+                    current = None
+            if xattrs:
+                put_xattrs(xattrs, where, records=not self.privileged)
+                current = None  # (an ACL among them sets the mode; a record, the owner shown)
+        self.set_owner_mode(dirfd, name, st, current)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dirfd, follow_symlinks=False)
+        if ino is not None and OVERRIDE_STAT not in (xattrs or {}):
+            self.made_plain(ino)
+
+    def made_plain(self, ino: int) -> None:
+        """Upper inode `ino`, just made by the privileged writer, carries no ownership record (Layer.plain)."""
+        plain = self.layer.plain
+        if len(plain) >= PLAIN_INODES:
+            plain.clear()
+        plain.add(ino)
 
     def _sync(self, fd: int) -> None:
         if self.fsync:
@@ -199,14 +235,16 @@ class Upper:
     def _copy_regular(
         self, node: Node, src: EntryReader, path: Path, dst_dir: int, dst_name: str, content: Content
     ) -> None:
-        fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+        # made with the permission bits it ends with, where the daemon's umask lets it: set_meta's chmod is spared
+        bits = self.disk_mode(node.st.st_mode) & 0o777
+        fd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, bits, dir_fd=dst_dir)
         try:
             if content == "meta":
                 os.ftruncate(fd, node.st.st_size)
             elif content == "full":
                 data = src.open_file(path)
                 try:
-                    copy_data(data, fd)
+                    copy_data(data, fd, node.st.st_size)
                 finally:
                     os.close(data)
             self._sync(fd)
@@ -429,12 +467,14 @@ class Upper:
         else:
             os.unlink(name, dir_fd=self.work_fd)
 
-    def place(self, src_fd: int, src: str, dirfd: int, name: str, is_dir: bool) -> bool:
+    def place(self, src_fd: int, src: str, dirfd: int, name: str, is_dir: bool, free: bool = False) -> bool:
         """Move src_fd/src to dirfd/name, replacing a whiteout or an empty (merged) upper directory there.
+        `free`: the caller knows the upper has no directory at `name` (nothing visible is there), so a
+        non-directory replaces at most a whiteout and nothing is displaced.
 
         Returns True when something was displaced: it is then left at src_fd/src for the caller to remove.
         """
-        existing = lstat_at(dirfd, name)
+        existing = None if free and not is_dir else lstat_at(dirfd, name)
         displaced = existing is not None and (is_dir or stat.S_ISDIR(existing.st_mode))
         if displaced:
             renameat2(src_fd, src, dirfd, name, RENAME_EXCHANGE)
@@ -445,7 +485,7 @@ class Upper:
             os.unlink(whiteout_name(name), dir_fd=dirfd)
         return displaced
 
-    def place_new(self, tmp: str, dirfd: int, name: str, is_dir: bool) -> None:
-        """Move work-dir entry `tmp` into place; whatever it displaces is removed."""
-        if self.place(self.work_fd, tmp, dirfd, name, is_dir):
+    def place_new(self, tmp: str, dirfd: int, name: str, is_dir: bool, free: bool = False) -> None:
+        """Move work-dir entry `tmp` into place; whatever it displaces is removed (`free`: see place)."""
+        if self.place(self.work_fd, tmp, dirfd, name, is_dir, free):
             self.discard(tmp)

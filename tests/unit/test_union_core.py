@@ -19,11 +19,12 @@ from unionfs.config import MountConfig
 from unionfs.filesystem import build
 from unionfs.idmap import IdMap
 from unionfs.inodes import ROOT_INODE, InodeTable
+from unionfs.ownership import OverrideStat, replace_stat
 from unionfs.permissions import EXEC, READ, WRITE, Checker
 from unionfs.tree import Node
 from unionfs.treecopy import TreePlan, TreePlanner
 from unionfs.union import UnionFS
-from unionfs.whiteout import OPAQUE_MARKER
+from unionfs.whiteout import OPAQUE_MARKER, OVERRIDE_STAT
 
 ROOT = Owner(0, 0, 0o022)
 
@@ -199,3 +200,23 @@ def test_other_users_are_checked_as_the_kernel_would() -> None:
         checks.require_setattr(Ctx(2000, 2000), shared, AttrChange(mode=0o777))
     inactive = Checker(False, 1000, IdMap(), lambda _pid: [], lambda _node: None)
     inactive.require(Ctx(2000, 2000), private, READ | WRITE | EXEC)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the privileged writer: records only where a layer brings them")
+def test_a_record_copied_up_or_put_later_shows_though_the_daemon_made_the_file(union: UnionFS, layers: Layers) -> None:
+    """A root daemon shows the files it made from their lstat alone (no record read): a record a copy-up brings
+    along, or one put on such a file later, must still show."""
+    record = OverrideStat(1234, 1234, stat.S_IFREG | 0o640, 0).encode()
+    os.setxattr(layers.lower / "etc" / "conf", OVERRIDE_STAT, record)
+    copied = union.setattr(at(union, "etc", "conf"), AttrChange(mtime_ns=10**18))
+    assert (copied.layer, copied.st.st_uid, stat.S_IMODE(copied.st.st_mode)) == (0, 1234, 0o640)
+    assert union.resolve(("etc", "conf")).st.st_uid == 1234
+
+    fd, made = union.create(at(union, "etc"), "new", 0o644, os.O_WRONLY, ROOT)
+    os.close(fd)
+    assert made.st.st_uid == 0
+    upper = union.upper
+    assert upper is not None
+    dirfd = upper.dirfd(("etc",))
+    upper.record_owner(dirfd, "new", replace_stat(made.st, uid=4321, gid=4321))
+    assert union.resolve(("etc", "new")).st.st_uid == 4321
