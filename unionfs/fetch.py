@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ConfigError
@@ -27,6 +29,18 @@ class Fetcher(Protocol):
     def open(self, key: bytes) -> int:
         """An O_RDONLY fd of the complete, verified data the key names; OSError (EIO) when it cannot be had."""
         ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A file whose data is yet to be fetched: its fetcher and key. Fetching may take a while (a download), so the
+    daemon runs `fetch` in a worker thread, which touches no fd of the loop's."""
+
+    fetcher: Fetcher
+    key: bytes
+
+    def fetch(self) -> int:
+        return self.fetcher.open(self.key)
 
 
 def load_fetcher(dotted: str, spec: str) -> Fetcher:
@@ -42,8 +56,13 @@ def load_fetcher(dotted: str, spec: str) -> Fetcher:
 
 def fetch_key(fd: int) -> bytes | None:
     """The fetch key of an open placeholder, None for a file whose data is here."""
+    return key_at(lambda name: os.getxattr(fd, name))
+
+
+def key_at(getxattr: Callable[[str], bytes]) -> bytes | None:
+    """The fetch key `getxattr(FETCH_XATTR)` gives, None for a file whose data is here."""
     try:
-        return os.getxattr(fd, FETCH_XATTR)
+        return getxattr(FETCH_XATTR)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None

@@ -13,10 +13,13 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+import trio
+
 from . import acl
 from .attrs import AttrChange, Owner
 from .caches import NodeCache
 from .copyaside import CopyAside
+from .fetch import Pending
 from .handles import Handles
 from .idmap import IdMap
 from .inodes import InodeTable
@@ -124,6 +127,9 @@ class InodeFS(Generic[L]):
         if not flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             node = self.node(nodeid)
             self.checks.require(ctx, node, READ)
+            pending = self.fs.placeholder(node)
+            if pending is not None:
+                return await self._open_fetched(nodeid, flags, pending)
             return self._opened(nodeid, flags, node)
         async with self.locks.shared(*self.leased(nodeid)):
             node = self.node(nodeid)
@@ -139,6 +145,23 @@ class InodeFS(Generic[L]):
             if await self.aside.file(node, lambda: self.node(nodeid), content):
                 node = self.node(nodeid)
             return self._opened(nodeid, flags, node)
+
+    async def _open_fetched(self, nodeid: int, flags: int, pending: Pending) -> tuple[int, Node]:
+        """Open a file a lazy layer has yet to fetch: the fetch (a download) runs in a worker thread while other
+        requests are served. Its fd becomes the handle's, unless the file changed meanwhile (copied up, replaced),
+        which is then opened as it now is."""
+        fd = await trio.to_thread.run_sync(pending.fetch)
+        try:
+            node = self.node(nodeid)
+            same = self.fs.placeholder(node) == pending
+        except BaseException:
+            os.close(fd)
+            raise
+        if not same:
+            os.close(fd)
+            return self._opened(nodeid, flags, node)
+        self.follow_copy_ups()
+        return self.handles.open_file(nodeid, fd, True), node
 
     def _opened(self, nodeid: int, flags: int, node: Node) -> tuple[int, Node]:
         fd, node = self.fs.open(node, flags)
