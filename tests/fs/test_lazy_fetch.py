@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fs.conftest import Mounter
+from tests.support import UNIONFS, is_mounted
 from unionfs import FETCH_XATTR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,3 +96,34 @@ def test_requests_are_answered_while_a_fetch_is_under_way(
         (store / "hold-big").unlink()
         reader.join(60)
     assert got["big"] == (store / "big").read_bytes() + (b"!" if first == "copy-up" else b"")
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "spec", "said"),
+    [
+        ("nosuch_fetchers.make", "x", "-o fetcher=nosuch_fetchers.make: no module 'nosuch_fetchers'"),
+        ("json.nosuch", "x", "-o fetcher=json.nosuch: module 'json' has no 'nosuch'"),
+        ("json", "x", "-o fetcher=json: not MODULE.CALLABLE"),
+        ("json.loads", "not json", "-o fetcher=json.loads: loads(fetchspec='not json') failed: Expecting value"),
+        ("json.loads", "{}", "-o fetcher=json.loads: loads(...) gave a dict, not a fetcher"),
+        ("imagebuild.lazy.fetcher.from_spec", "/nonexistent/spec", "from_spec(fetchspec='/nonexistent/spec') failed"),
+    ],
+)
+def test_a_fetcher_that_cannot_be_had_fails_the_mount_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fetcher: str, spec: str, said: str
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    layer, mnt = tmp_path / "layer", tmp_path / "mnt"
+    layer.mkdir()
+    mnt.mkdir()
+    option = f"lowerdir={layer},fetcher={fetcher},fetchspec={spec}"
+    done = subprocess.run([*UNIONFS, "mount", "-o", option, str(mnt)], capture_output=True, text=True, timeout=60)
+    try:
+        assert done.returncode != 0
+        (line,) = done.stderr.splitlines()
+        assert said in line, line
+        assert "Traceback" not in done.stderr and "before the mount was ready" not in line
+        assert not is_mounted(mnt)
+    finally:
+        if is_mounted(mnt):
+            subprocess.run([*UNIONFS, "umount", str(mnt)], capture_output=True, timeout=60)
