@@ -68,6 +68,11 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "prune":
         layers, freed = store.prune()
         print(f"Deleted {layers} layers, freed {human(freed)} of blobs")
+        skeletons, lazy_files = store.prune_lazy()
+        if skeletons or lazy_files:
+            print(
+                f"Deleted {skeletons} lazy layer skeletons and {lazy_files} lazy mount files (TOCs, specs, leftovers)"
+            )
         if args.cache:
             removed, cache_bytes, busy = caches.prune(store.root)
             in_use = f" ({busy} in use by a build, kept)" if busy else ""
