@@ -80,8 +80,9 @@ class FileCache:
         self.evict(keep=self.path(digest))
         return found
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Remove the least recently used files until the cache holds at most its limit; returns their paths."""
+    def evict(self, keep: str | None = None) -> list[tuple[str, int]]:
+        """Remove the least recently used files until the cache holds at most its limit; returns their paths and
+        sizes."""
         files = []
         with os.scandir(self.root) as entries:
             for entry in entries:
@@ -99,7 +100,7 @@ class FileCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             total -= size
-            removed.append(path)
+            removed.append((path, size))
         return removed
 
     def leftovers(self) -> list[str]:

@@ -5,7 +5,7 @@ are in use while a lazy mount's daemon runs with them (its command line names th
 else (an image in the store has its layers in STORE/layers, which a lazy mount of it uses instead; a new lazy
 mount makes its skeletons again from the TOCs, a few KB each), and the temporary files of interrupted work unless
 a lazy mount is running (one may be its fetch under way).
-Fetched files (`files/`) stay: the cache bounds itself (cache.py).
+Fetched files (`files/`) stay up to the cache's limit (cache.py), which prune applies anew.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 import shutil
 
 from imagebuild.layer.estargz import TOC_NAME
-from imagebuild.lazy.cache import TEMP_PREFIX, lazy_leftovers
+from imagebuild.lazy.cache import TEMP_PREFIX, FileCache, lazy_leftovers
 
 
 def in_use(root: str) -> tuple[set[str], set[str]]:
@@ -46,11 +46,12 @@ def _spec_layers(path: str) -> set[str]:
         return set()
 
 
-def prune(root: str) -> tuple[int, int]:
-    """Remove the layer directories, TOCs and specs no running lazy mount uses, and leftovers of interrupted work
-    when none runs; returns (layer directories removed, other files removed)."""
+def prune(root: str, cache_limit: int) -> tuple[int, int, int]:
+    """Remove the layer directories, TOCs and specs no running lazy mount uses, leftovers of interrupted work when
+    none runs, and the least recently used fetched files beyond `cache_limit` bytes (a limit lowered since they
+    were fetched); returns (layer directories removed, other files removed, bytes of fetched files freed)."""
     if not os.path.isdir(root):
-        return 0, 0
+        return 0, 0, 0
     live, keep = in_use(root)
     running = bool(live or keep)
     for name in live:
@@ -75,7 +76,10 @@ def prune(root: str) -> tuple[int, int]:
         for path in lazy_leftovers(root):
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
             files += 1
-    return skeletons, files
+    freed = 0
+    if os.path.isdir(os.path.join(root, "files")):
+        freed = sum(size for _, size in FileCache(os.path.join(root, "files"), cache_limit).evict())
+    return skeletons, files, freed
 
 
 def problems(root: str, repair: bool = False) -> list[str]:

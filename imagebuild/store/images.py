@@ -370,10 +370,11 @@ class Store:
 
     # -- garbage collection ---------------------------------------------------------------------------------------
 
-    def prune_lazy(self) -> tuple[int, int]:
-        """Prune STORE/lazy (imagebuild.lazy.prune): layer skeletons, TOCs and specs no lazy mount uses, and
-        leftovers; returns (layer directories removed, other files removed)."""
-        return prune_lazy(os.path.join(self.root, "lazy"))
+    def prune_lazy(self, cache_limit: int) -> tuple[int, int, int]:
+        """Prune STORE/lazy (imagebuild.lazy.prune): layer skeletons, TOCs and specs no lazy mount uses, leftovers,
+        fetched files beyond `cache_limit` bytes; returns (layer directories removed, other files removed, bytes
+        of fetched files freed)."""
+        return prune_lazy(os.path.join(self.root, "lazy"), cache_limit)
 
     def prune(self) -> tuple[int, int]:
         """Delete layers and blobs no image refers to; returns (layers removed, bytes of blobs freed)."""

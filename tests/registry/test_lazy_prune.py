@@ -51,7 +51,10 @@ def test_prune_keeps_what_a_lazy_mount_uses_and_removes_the_rest_after(
     )
     assert listing(lazy / "layers") == listing(lazy / "tocs") == listing(lazy / "specs") == []
     assert not (lazy / "files" / ".tmp-interrupted").exists()
-    assert listing(lazy / "files")  # fetched files stay: the cache bounds itself
+    assert listing(lazy / "files")  # fetched files stay, up to the cache's limit
+    lowered = fresh.run("prune", env={"IMAGEBUILD_LAZY_CACHE_SIZE": "0"})  # a limit lowered since: applied
+    assert "of lazily fetched files beyond the cache's limit" in lowered.stdout, lowered.stdout
+    assert listing(lazy / "files") == []
 
     again = lazy_mount(fresh, pushed, tmp_path / "again", mounts, "--read-only")
     assert (again / "data" / "small.txt").read_text() == "hello\n"
