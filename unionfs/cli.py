@@ -143,6 +143,10 @@ def run_daemon(args: argparse.Namespace, config: MountConfig) -> None:
 
     try:
         serve(config, ready, args.owner_fd, IoErrors(args.error_file, args.error_fd))
+    except UnionfsError as exc:  # (a fetcher= that cannot be loaded: what the parent waiting on --ready-fd says)
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, str(exc).encode() + b"\n")
+        die(str(exc), exc.exit_status)
     except (OSError, RuntimeError) as exc:
         message = f"cannot mount on '{config.mountpoint}': {exc}"
         if args.ready_fd is not None:

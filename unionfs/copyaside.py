@@ -5,6 +5,7 @@ path lease (pathlocks.py) on what it changes. No FUSE here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import trio
@@ -27,8 +28,13 @@ class CopyAside:
         into a new upper file, a metadata-only file's in place), so that other requests are served meanwhile;
         a request for the same file waits for that copy-up instead of copying again. Small files and
         everything else are left to the synchronous path. Returns whether it awaited: other requests may then
-        have changed the tree, and the caller must resolve again (`locate` finds the file anew)."""
+        have changed the tree, and the caller must resolve again (`locate` finds the file anew). A file a lazy layer
+        has yet to fetch is fetched by a worker thread first, whatever its size."""
         awaited = False
+        pending = self.fs.copy_fetches(node, content)
+        if pending is not None:  # a lazy file: fetched aside first, so the copy below reads the fetcher's cache
+            os.close(await trio.to_thread.run_sync(pending.fetch))
+            node, awaited = locate(), True
         while (busy := self._copying.get(key := (node.layer, node.st.st_ino))) is not None:
             await busy.wait()
             node, awaited = locate(), True

@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import ConfigError
@@ -29,21 +31,60 @@ class Fetcher(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A file whose data is yet to be fetched: its fetcher and key. Fetching may take a while (a download), so the
+    daemon runs `fetch` in a worker thread, which touches no fd of the loop's."""
+
+    fetcher: Fetcher
+    key: bytes
+
+    def fetch(self) -> int:
+        return self.fetcher.open(self.key)
+
+
 def load_fetcher(dotted: str, spec: str) -> Fetcher:
-    """The fetcher `fetcher=MODULE.CALLABLE` names, made from `fetchspec=`; ConfigError when it cannot be."""
+    """The fetcher `fetcher=MODULE.CALLABLE` names, made from `fetchspec=`; ConfigError (one line: which option,
+    what failed, what to do) when it cannot be: a module that does not import, a callable it lacks, a factory that
+    raises or gives something without `open`."""
     module, _, name = dotted.rpartition(".")
+    where = f"-o fetcher={dotted}"
+    if not module or not name:
+        raise ConfigError(f"{where}: not MODULE.CALLABLE: name the callable that makes the fetcher, with its module")
     try:
         factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"fetcher={dotted}: cannot load it ({exc})") from None
-    fetcher: Fetcher = factory(spec)
-    return fetcher
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{where}: no module {exc.name!r}: install it, or put it on the daemon's path") from None
+    except AttributeError:
+        raise ConfigError(f"{where}: module {module!r} has no {name!r}: name a callable it defines") from None
+    except Exception as exc:  # noqa: BLE001 (the module's own failure, whatever it is, is the user's to see)
+        raise ConfigError(f"{where}: importing {module!r} failed: {_one_line(exc)}") from None
+    if not callable(factory):
+        raise ConfigError(f"{where}: {module}.{name} is not callable: name the callable that makes the fetcher")
+    try:
+        fetcher = factory(spec)
+    except Exception as exc:  # noqa: BLE001 (as above)
+        raise ConfigError(f"{where}: {name}(fetchspec={spec!r}) failed: {_one_line(exc)}: check fetchspec=") from None
+    if not callable(getattr(fetcher, "open", None)):
+        raise ConfigError(f"{where}: {name}(...) gave a {type(fetcher).__name__}, not a fetcher (no open method)")
+    made: Fetcher = fetcher
+    return made
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def fetch_key(fd: int) -> bytes | None:
     """The fetch key of an open placeholder, None for a file whose data is here."""
+    return key_at(lambda name: os.getxattr(fd, name))
+
+
+def key_at(getxattr: Callable[[str], bytes]) -> bytes | None:
+    """The fetch key `getxattr(FETCH_XATTR)` gives, None for a file whose data is here."""
     try:
-        return os.getxattr(fd, FETCH_XATTR)
+        return getxattr(FETCH_XATTR)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return None

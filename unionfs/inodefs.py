@@ -16,10 +16,13 @@ import stat
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+import trio
+
 from . import acl
 from .attrs import AttrChange, Owner
 from .caches import NodeCache
 from .copyaside import CopyAside
+from .fetch import Pending
 from .handles import Handles
 from .idmap import IdMap
 from .inodes import InodeTable
@@ -128,7 +131,11 @@ class InodeFS(Generic[L]):
         if not flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             node = self.node(nodeid)
             self.checks.require(ctx, node, READ)
-            fh, node = self._opened(nodeid, flags, node)
+            pending = self.fs.placeholder(node)
+            if pending is not None:
+                fh, node = await self._open_fetched(nodeid, flags, pending)
+            else:
+                fh, node = self._opened(nodeid, flags, node)
             if node.st.st_size:
                 # The kernel reads ahead at a file's first read; asked at the open, the disk works while the answer
                 # travels and the reader gets to its read(2): a cold READ then finds its data on the way. (A hint:
@@ -170,6 +177,23 @@ class InodeFS(Generic[L]):
             return False
         self.fs.setattr(node, AttrChange(mode=node.st.st_mode & ~stat.S_ISGID))
         return True
+
+    async def _open_fetched(self, nodeid: int, flags: int, pending: Pending) -> tuple[int, Node]:
+        """Open a file a lazy layer has yet to fetch: the fetch (a download) runs in a worker thread while other
+        requests are served. Its fd becomes the handle's, unless the file changed meanwhile (copied up, replaced),
+        which is then opened as it now is."""
+        fd = await trio.to_thread.run_sync(pending.fetch)
+        try:
+            node = self.node(nodeid)
+            same = self.fs.placeholder(node) == pending
+        except BaseException:
+            os.close(fd)
+            raise
+        if not same:
+            os.close(fd)
+            return self._opened(nodeid, flags, node)
+        self.follow_copy_ups()
+        return self.handles.open_file(nodeid, fd, True), node
 
     def _opened(self, nodeid: int, flags: int, node: Node) -> tuple[int, Node]:
         fd, node = self.fs.open(node, flags)

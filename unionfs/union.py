@@ -16,6 +16,7 @@ from .attrs import AttrChange, Owner
 from .caches import changes
 from .datacopy import THREADED_COPY_MIN, StagedCopy
 from .errors import UnionError
+from .fetch import Pending, key_at
 from .layers import Path, proc_path
 from .names import check_length, check_name
 from .ownership import replace_stat
@@ -108,6 +109,24 @@ class UnionFS(Renames):
         if not node.meta_only or self.upper is None:
             return node
         return self.upper.source_below(node) or node
+
+    def placeholder(self, node: Node) -> Pending | None:
+        """For a file whose data a lazy layer has yet to fetch (fetch.py), what fetches it, for the caller to run
+        off the request loop; None when its data is here."""
+        if not stat.S_ISREG(node.st.st_mode):
+            return None
+        data = self._data_node(node)
+        layer = self.tree.layers[data.layer]
+        if layer.fetcher is None:
+            return None
+        key = key_at(lambda name: layer.getxattr(data.path, name))
+        return None if key is None else Pending(layer.fetcher, key)
+
+    def copy_fetches(self, node: Node, content: Content) -> Pending | None:
+        """What copying `node` up for `content` has to fetch first (see placeholder), if anything."""
+        if self.upper is None or not stat.S_ISREG(node.st.st_mode) or self.upper.content(node, content) != "full":
+            return None
+        return self.placeholder(node)
 
     def reopen_from_upper(self, node: Node) -> int | None:
         """A read-only fd of the upper copy of `node`, or None when it is not in the upper."""

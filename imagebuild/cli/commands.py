@@ -20,6 +20,7 @@ from imagebuild.cli.images import cmd_analyze, cmd_history, cmd_images, cmd_rmi,
 from imagebuild.cli.parser import parser
 from imagebuild.cli.run import cmd_run
 from imagebuild.errors import BuildError, ImagebuildError
+from imagebuild.lazy.cache import limit_from_env
 from imagebuild.store import caches
 from imagebuild.store.images import Store, default_root
 from imagebuild.transport import registry
@@ -66,8 +67,16 @@ def run_command(args: argparse.Namespace) -> int:
             return 1
         print("store repaired" if problems else "store consistent")
     elif args.command == "prune":
+        cache_limit = limit_from_env()  # (a bad IMAGEBUILD_LAZY_CACHE_SIZE stops prune before it removes anything)
         layers, freed = store.prune()
         print(f"Deleted {layers} layers, freed {human(freed)} of blobs")
+        skeletons, lazy_files, fetched = store.prune_lazy(cache_limit)
+        if skeletons or lazy_files:
+            print(
+                f"Deleted {skeletons} lazy layer skeletons and {lazy_files} lazy mount files (TOCs, specs, leftovers)"
+            )
+        if fetched:
+            print(f"Freed {human(fetched)} of lazily fetched files beyond the cache's limit")
         if args.cache:
             removed, cache_bytes, busy = caches.prune(store.root)
             in_use = f" ({busy} in use by a build, kept)" if busy else ""

@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     r = sub.add_parser("rmi", help="remove an image name (and the image, when it has no other)")
     r.add_argument("images", nargs="+")
-    pr = sub.add_parser("prune", help="delete layers and blobs no image uses")
+    pr = sub.add_parser("prune", help="delete layers and blobs no image uses, and lazy files no running mount uses")
     pr.add_argument("--cache", action="store_true", help="and the RUN --mount=type=cache directories")
     ck = sub.add_parser("check", help="verify every blob, layer and image in the store")
     ck.add_argument("--repair", action="store_true", help="remove what is broken and leftovers of interrupted work")

@@ -60,6 +60,7 @@ class FileCache:
     def put(self, digest: str, write: Callable[[int], None]) -> int:
         """Write a file with `write(fd)` under a temporary name, then give it its name; returns a read-only fd."""
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root)
+        found = None
         try:
             try:
                 write(fd)
@@ -67,18 +68,21 @@ class FileCache:
             finally:
                 os.close(fd)
             os.chmod(tmp, 0o644)
+            # opened before it is named: another thread's eviction may remove it once it is
+            found = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             os.rename(tmp, self.path(digest))
         except BaseException:
+            if found is not None:
+                os.close(found)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        found = self.open(digest)
-        assert found is not None
         self.evict(keep=self.path(digest))
         return found
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Remove the least recently used files until the cache holds at most its limit; returns their paths."""
+    def evict(self, keep: str | None = None) -> list[tuple[str, int]]:
+        """Remove the least recently used files until the cache holds at most its limit; returns their paths and
+        sizes."""
         files = []
         with os.scandir(self.root) as entries:
             for entry in entries:
@@ -96,7 +100,7 @@ class FileCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             total -= size
-            removed.append(path)
+            removed.append((path, size))
         return removed
 
     def leftovers(self) -> list[str]:

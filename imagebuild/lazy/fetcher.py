@@ -53,17 +53,19 @@ class RegistryFetcher:
         self.log = str(spec["log"])
         self.layers: dict[str, dict[str, Any]] = dict(spec["layers"])
         self._loaded: dict[str, _Layer] = {}
-        self._lock = threading.Lock()  # worker threads (a directory rename's copy) fetch too
+        # The daemon fetches in worker threads, the prefetch in one of its own: one fetch of a file at a time (the
+        # others wait for it and take it from the cache), while other files are fetched or read meanwhile.
+        self._lock = threading.Lock()  # guards _loaded and _fetching
+        self._fetching: dict[str, threading.Lock] = {}
 
     def open(self, key: bytes) -> int:
         layer, _, raw_name = key.partition(b"\0")
         digest, name = layer.decode(errors="replace"), os.fsdecode(raw_name)
-        with self._lock:
-            try:
-                return self._open(digest, name)
-            except (ImagebuildError, OSError, ValueError, KeyError) as exc:
-                self._say(f"/{_name(name)} (layer {digest}): {exc}: answered EIO")
-                raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
+        try:
+            return self._open(digest, name)
+        except (ImagebuildError, OSError, ValueError, KeyError) as exc:
+            self._say(f"/{_name(name)} (layer {digest}): {exc}: answered EIO")
+            raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
 
     def prefetch(self) -> threading.Thread | None:
         """Fetch into the cache, in a thread of its own, the files each layer's TOC puts before its
@@ -98,6 +100,10 @@ class RegistryFetcher:
             os.close(fd)
 
     def _layer(self, digest: str) -> _Layer:
+        with self._lock:
+            return self._load(digest)
+
+    def _load(self, digest: str) -> _Layer:
         found = self._loaded.get(digest)
         if found is not None:
             return found
@@ -123,6 +129,15 @@ class RegistryFetcher:
         fd = self.cache.open(cache_key)
         if fd is not None:
             return fd
+        with self._lock:
+            busy = self._fetching.setdefault(cache_key, threading.Lock())
+        with busy:
+            fd = self.cache.open(cache_key)  # (fetched by another thread while this one waited)
+            if fd is not None:
+                return fd
+            return self._fetch(layer, digest, entry, want, cache_key)
+
+    def _fetch(self, layer: _Layer, digest: str, entry: dict[str, Any], want: str, cache_key: str) -> int:
         chunks = layer.toc.chunks(str(entry["name"]))
 
         def write(out: int) -> None:

@@ -36,6 +36,8 @@ from imagebuild.layer._fs import CHUNK, syncfs
 from imagebuild.layer.gzipped import GzipWriter
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
 from imagebuild.lazy.cache import lazy_leftovers
+from imagebuild.lazy.prune import problems as lazy_problems
+from imagebuild.lazy.prune import prune as prune_lazy
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
@@ -331,6 +333,7 @@ class Store:
             problems.append(f"leftover of interrupted lazy work: {path}")
             if repair:
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        problems.extend(lazy_problems(os.path.join(self.root, "lazy"), repair))
         leftovers = os.listdir(os.path.join(self.root, "tmp"))
         if leftovers:
             problems.append(f"{len(leftovers)} leftover(s) of interrupted work in {os.path.join(self.root, 'tmp')}")
@@ -366,6 +369,12 @@ class Store:
         return problems
 
     # -- garbage collection ---------------------------------------------------------------------------------------
+
+    def prune_lazy(self, cache_limit: int) -> tuple[int, int, int]:
+        """Prune STORE/lazy (imagebuild.lazy.prune): layer skeletons, TOCs and specs no lazy mount uses, leftovers,
+        fetched files beyond `cache_limit` bytes; returns (layer directories removed, other files removed, bytes
+        of fetched files freed)."""
+        return prune_lazy(os.path.join(self.root, "lazy"), cache_limit)
 
     def prune(self) -> tuple[int, int]:
         """Delete layers and blobs no image refers to; returns (layers removed, bytes of blobs freed)."""

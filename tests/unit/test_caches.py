@@ -21,6 +21,8 @@ READERS = {
     "location",
     "readlink",
     "reopen_from_upper",
+    "placeholder",
+    "copy_fetches",
     "getxattr",
     "strips_on_write",
     "listxattr",
