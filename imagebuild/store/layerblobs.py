@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from imagebuild.errors import BuildError
+from imagebuild.errors import BuildError, ImagebuildError
 from imagebuild.layer import write_layer_tar
 from imagebuild.layer._fs import CHUNK
 from imagebuild.layer.gzipped import GzipWriter
@@ -165,7 +165,7 @@ class LayerBlobs:
                     os.unlink(os.path.join(self._dir, name))
 
 
-class _Stopped(Exception):
+class _Stopped(ImagebuildError):
     """The store is closing: a background blob is abandoned (made again when an image needs it)."""
 
 
