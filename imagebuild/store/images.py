@@ -9,7 +9,8 @@ Layout under the root:
 
 Foreign images (pulled or imported) are kept byte for byte: their manifest, config and index blobs are stored
 as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
-  cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations)
+  cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations);
+                         cache/summaries/<image hex>.json the efficiency a build printed for that image
   layerblobs/<diff hex>.json  the blob made of a layer built here, once an image needed it (layerblobs.py)
   containers/<name>/     upper and work dirs of mounted or running images
   caches/<hex>/          the directories of RUN --mount=type=cache (store/caches.py); in no image
@@ -280,6 +281,22 @@ class Store:
 
     def cache_put(self, key: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", key + ".json"), entry)
+
+    def summary_get(self, image_id: str) -> dict[str, Any] | None:
+        """What a build said of the image `image_id` (its efficiency summary), once worked out: an image id names
+        its layers' content, so it holds for good."""
+        try:
+            with open(self._summary_path(image_id), encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def summary_put(self, image_id: str, summary: dict[str, Any]) -> None:
+        write_json_atomic(self._summary_path(image_id), summary)
+
+    def _summary_path(self, image_id: str) -> str:
+        return os.path.join(self.root, "cache", "summaries", image_id.removeprefix("sha256:") + ".json")
 
     def step_get(self, step: str) -> dict[str, Any] | None:
         try:
