@@ -119,8 +119,10 @@ class Store:
         with open(self._index_path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._index()
+            before = json.dumps(index, sort_keys=True)
             yield index
-            self._save_index(index)
+            if json.dumps(index, sort_keys=True) != before:  # a no-op rebuild's commit and tags write nothing
+                self._save_index(index)
 
     def tags(self) -> dict[str, str]:
         return self._index()["tags"]
@@ -307,7 +309,8 @@ class Store:
         return data if isinstance(data, dict) and isinstance(data.get("files", {}), dict) else None
 
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
-        write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
+        if self.step_get(step) != entry:  # a cache hit saw what the step saw last time: nothing to write
+            write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
 
     # -- consistency ----------------------------------------------------------------------------------------------
 
