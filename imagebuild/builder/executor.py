@@ -27,8 +27,9 @@ from imagebuild.builder.state import StageState, sha
 from imagebuild.builder.stepbase import Options, StepReport, looks_remote
 from imagebuild.dockerfile import Instruction, Stage, parse
 from imagebuild.errors import BuildError
-from imagebuild.oci import Descriptor, ImageConfig, RootFS
-from imagebuild.store.images import Layer
+from imagebuild.oci import ImageConfig, RootFS
+from imagebuild.store.images import cached_layer
+from imagebuild.store.layerblobs import LocalLayer
 
 __all__ = ["Builder", "Options", "StepReport"]
 
@@ -40,6 +41,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
     the cache of layer steps, the commit of the image."""
 
     _numbers: dict[int, int]  # id of an instruction -> its step number (Dockerfile order, the built stages only)
+    _eager = False  # the stage the image is made of: its layers are compressed in the background as they are made
 
     def _target(self) -> Stage:
         """The stage the image is made of: --target, else the last."""
@@ -75,6 +77,7 @@ class Builder(ConfigSteps, RunStep, CopySteps):
             worker = copy.copy(self)  # the store, options, reports and cancel shared; the output and step its own
             worker.out = StageOutput(console)
             worker.stages = stage_names(stages, {i: built[i] for i in graph.deps[index]})
+            worker._eager = index == target.index
             try:
                 built[index] = worker._build_stage(stages[index])
             except Cancelled:
@@ -83,7 +86,11 @@ class Builder(ConfigSteps, RunStep, CopySteps):
             finally:
                 worker.out.close()
 
-        run_stages(graph, wanted, build_stage, jobs, self.cancel)
+        try:
+            run_stages(graph, wanted, build_stage, jobs, self.cancel)
+        except BaseException:
+            self.store.layer_blobs.close()  # a failed build waits for no blob
+            raise
         self.stages.update(stage_names(stages, dict(sorted(built.items()))))  # Dockerfile order, as --cache-to writes
         self.reports.sort(key=lambda report: report.number)
         state = built[target.index]
@@ -108,6 +115,10 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         base = self._base_name(stage)
         state = self._base_state(from_instruction, base)
         state.advance("FROM", base)
+        if self._eager:  # an earlier stage's layers this image holds: compressed while this stage builds
+            for layer in state.layers:
+                if isinstance(layer, LocalLayer):
+                    self.store.layer_blobs.background(layer)
         self.reports.append(StepReport(self._step, from_instruction.original, None, f"base {base}"))
         for trigger in state.config.on_build:  # the base image's ONBUILD triggers run first
             self._apply(parse(f"FROM scratch\n{trigger}\n", self.df.path).stages[0].instructions[0], state)
@@ -182,16 +193,18 @@ class Builder(ConfigSteps, RunStep, CopySteps):
         if entry is None and not self.options.no_cache and self.options.cache_from is not None:
             entry = self.options.cache_from(key)
         if entry is not None:
-            layer = Layer(entry["diff_id"], Descriptor.from_dict(entry["blob"]))
+            layer = cached_layer(entry)
+            if self._eager and isinstance(layer, LocalLayer):
+                self.store.layer_blobs.background(layer)
             created = str(entry.get("created") or self._created())
             why = "same steps before it, same instruction" + (f", same content of {len(files)} files" if files else "")
             self._say(f" ---> Using cache {layer.diff_id[7:19]}")
         else:
             why = self._why_missed(step_id, files)
             layer_dir = self._run(instruction, state, mounts) if plan is None else self._copy(instruction, state, plan)
-            layer = self.store.add_layer(layer_dir, self.options.epoch)
+            layer = self.store.capture_layer(layer_dir, self.options.epoch, background=self._eager)
             created = self._created()
-            self.store.cache_put(key, {"diff_id": layer.diff_id, "blob": layer.blob.to_dict(), "created": created})
+            self.store.cache_put(key, {"diff_id": layer.diff_id, "epoch": self.options.epoch, "created": created})
             self._say(f" ---> {layer.diff_id[7:19]}")
         if plan is not None and plan.urls is not None:
             plan.urls.close()

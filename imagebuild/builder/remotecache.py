@@ -112,13 +112,15 @@ class Sources:
         return None
 
 
-def records(final: StageState, stages: Iterable[StageState], mode: str) -> list[buildcache.Record]:
-    """What `--cache-to` writes: the final stage's steps (min), or every built stage's (max), each key once."""
+def records(store: Store, final: StageState, stages: Iterable[StageState], mode: str) -> list[buildcache.Record]:
+    """What `--cache-to` writes: the final stage's steps (min), or every built stage's (max), each key once; the
+    blobs of their layers are made now, those not made yet."""
     chosen = [final] if mode == "min" else [*stages, final]
     seen: dict[str, buildcache.Record] = {}
     for state in chosen:
         for key, layer, created in state.steps:
-            seen.setdefault(key, buildcache.Record(key, layer, created))
+            if key not in seen:
+                seen[key] = buildcache.Record(key, store.concrete(layer), created)
     return list(seen.values())
 
 
@@ -136,7 +138,7 @@ def export(
     stages = list(stages)
     for text in specs:
         spec = parse_spec(text, "--cache-to")
-        chosen = records(final, stages, spec.mode)
+        chosen = records(store, final, stages, spec.mode)
         client = Client(spec.ref.registry, insecure=insecure, progress=None)
         try:
             digest = buildcache.push(store, chosen, spec.ref, client)

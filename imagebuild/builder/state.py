@@ -8,26 +8,28 @@ from dataclasses import dataclass, field
 
 from imagebuild.oci import ContainerConfig, History
 from imagebuild.store.images import Image, Layer
+from imagebuild.store.layerblobs import LocalLayer
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
 class StageState:
-    layers: list[Layer] = field(default_factory=list)
+    layers: list[Layer | LocalLayer] = field(default_factory=list)  # LocalLayer: built here, its blob maybe not made
     config: ContainerConfig = field(default_factory=ContainerConfig)
     history: list[History] = field(default_factory=list)
     args: dict[str, str] = field(default_factory=dict)  # ARG values in scope
     key: str = ""  # the cache chain: what every step so far was and saw
     created: str | None = None  # when the newest layer so far was made (a reused step's: when it was built)
-    steps: list[tuple[str, Layer, str]] = field(default_factory=list)  # (cache key, layer, created): --cache-to
+    steps: list[tuple[str, Layer | LocalLayer, str]] = field(default_factory=list)  # (key, layer, created): --cache-to
 
     @classmethod
     def from_image(cls, image: Image | None) -> StageState:
         if image is None:
             return cls(config=ContainerConfig(env=[f"PATH={DEFAULT_PATH}"]), key=sha("scratch"))
         config = dataclasses.replace(image.config.config, on_build=[])
-        return cls(list(image.layers), config, list(image.config.history), {}, sha(image.id), image.config.created)
+        layers: list[Layer | LocalLayer] = list(image.layers)
+        return cls(layers, config, list(image.config.history), {}, sha(image.id), image.config.created)
 
     @property
     def env(self) -> dict[str, str]:

@@ -64,11 +64,7 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
     layered = [r for r in builder.reports if r.cached is not None]
     hits = sum(1 for r in layered if r.cached)
     print(f"Cache: {hits} of {len(layered)} layer steps reused")
-    report = analysis(store, store.resolve(image_id))
-    summary = f"Efficiency: {report.efficiency:.1%}, {human(report.wasted)} of {human(report.total)} wasted"
-    if report.wasted:
-        summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
-    print(summary)
+    print(efficiency_summary(store, image_id))
     if args.estargz:
         plain = image_id
         image_id = store_converted(store, store.resolve(image_id), [])
@@ -83,6 +79,19 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         outputs.write(store, store.resolve(image_id), output, [normalize_tag(t) for t in args.tag], stdout)
         where = "standard output" if output.to_stdout else output.dest
         print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {where} ({output.kind})")
+
+
+def efficiency_summary(store: Store, image_id: str) -> str:
+    """The build's line on the image's efficiency; worked out once per image (a no-op rebuild reads it back)."""
+    known = store.summary_get(image_id)
+    if known is not None and isinstance(known.get("line"), str):
+        return str(known["line"])
+    report = analysis(store, store.resolve(image_id))
+    summary = f"Efficiency: {report.efficiency:.1%}, {human(report.wasted)} of {human(report.total)} wasted"
+    if report.wasted:
+        summary += f" (files deleted or overwritten by later layers): see 'imagebuild analyze {image_id[7:19]}'"
+    store.summary_put(image_id, {"line": summary})
+    return summary
 
 
 def cmd_lint(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ Layout under the root:
 
 Foreign images (pulled or imported) are kept byte for byte: their manifest, config and index blobs are stored
 as received, so the image id is the sender's config digest and a push sends the same manifest digest back.
-  cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations)
+  cache/<key hex>.json   build cache entries; cache/steps/<hex>.json what a step last saw (for explanations);
+                         cache/summaries/<image hex>.json the efficiency a build printed for that image
+  layerblobs/<diff hex>.json  the blob made of a layer built here, once an image needed it (layerblobs.py)
   containers/<name>/     upper and work dirs of mounted or running images
   caches/<hex>/          the directories of RUN --mount=type=cache (store/caches.py); in no image
 """
@@ -19,31 +21,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import io
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from imagebuild.errors import BuildError
-from imagebuild.layer import LayerError, settle_mtimes, write_layer_tar
-from imagebuild.layer._fs import CHUNK, syncfs
-from imagebuild.layer.gzipped import GzipWriter
+from imagebuild.layer import LayerError, settle_mtimes
+from imagebuild.layer._fs import syncfs
 from imagebuild.layer.verify import differences, directory_entries, tar_entries
 from imagebuild.lazy.cache import lazy_leftovers
 from imagebuild.lazy.prune import problems as lazy_problems
 from imagebuild.lazy.prune import prune as prune_lazy
 from imagebuild.oci import Descriptor, ImageConfig, Manifest, OCIError, descriptor_for, mediatypes, sha256_digest
 from imagebuild.store.blobs import BlobError, BlobStore
+from imagebuild.store.layerblobs import LayerBlobs, LocalLayer, NullSink, tar_digest
 from imagebuild.store.leftovers import clear_leftover, find_leftovers
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
 
 
 def default_root() -> str:
@@ -94,6 +91,7 @@ class Store:
         for sub in ("layers", "cache/steps", "containers", "tmp"):
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         self.blobs = BlobStore(self.root)
+        self.layer_blobs = LayerBlobs(self.root, self.blobs, self.layer_dir, _host_owner())
         self._index_path = os.path.join(self.root, "images.json")
 
     # -- index ----------------------------------------------------------------------------------------------------
@@ -124,8 +122,10 @@ class Store:
         with open(self._index_path + ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._index()
+            before = json.dumps(index, sort_keys=True)
             yield index
-            self._save_index(index)
+            if json.dumps(index, sort_keys=True) != before:  # a no-op rebuild's commit and tags write nothing
+                self._save_index(index)
 
     def tags(self) -> dict[str, str]:
         return self._index()["tags"]
@@ -182,7 +182,7 @@ class Store:
     def layer_dir(self, diff_id: str) -> str:
         return os.path.join(self.root, "layers", diff_id.removeprefix("sha256:"))
 
-    def lower_dirs(self, layers: list[Layer]) -> list[str]:
+    def lower_dirs(self, layers: Sequence[Layer | LocalLayer]) -> list[str]:
         """The directories a union mount of `layers` (bottom first, as an image lists them) stacks: top first, each
         once. Steps that change nothing make the same empty layer again; a layer's lower copy adds nothing the
         higher one does not already show, and unionfs, as overlayfs, refuses a directory given twice."""
@@ -195,34 +195,35 @@ class Store:
         return path
 
     def add_layer(self, layer_dir: str, mtime_clamp: int | None) -> Layer:
-        """Store a layer directory: its deterministic tar (gzip) as a blob, the directory itself as a lower for
-        mounts. A layer already stored (same diff_id) is shared: the new directory is discarded.
+        """Store a layer directory and make its blob now (see `capture_layer`)."""
+        return self.concrete(self.capture_layer(layer_dir, mtime_clamp))
+
+    def capture_layer(self, layer_dir: str, mtime_clamp: int | None, *, background: bool = False) -> LocalLayer:
+        """Store a layer directory as the lower for mounts, named by its diff_id; its blob (the deterministic tar,
+        gzipped) is made when an image needs it, or with `background` in the background from now (layerblobs.py).
+        A layer already stored (same diff_id) is shared: the new directory is discarded.
 
         The directory's mtimes become the tar's first (whole seconds; with `mtime_clamp`, SOURCE_DATE_EPOCH, none
         later than it), so the layer mounts here with the times it has wherever it is pulled or imported."""
         settle_mtimes(layer_dir, mtime_clamp)
         # The directory reaches the disk before it becomes a layer (a RUN step's mount syncs nothing: fsync=0),
-        # flushed by the kernel while the tar is made. The tar streams through its sha256 (the diff_id) into the
-        # compressor, which deflates on every core.
+        # flushed by the kernel while the tar is written through its sha256 (the diff_id) to nowhere.
         flushed = _Flush(layer_dir)
-        gz_fd, gz_path = tempfile.mkstemp(dir=os.path.join(self.root, "tmp"), prefix="gz-")
         try:
-            with os.fdopen(gz_fd, "w+b") as gz:
-                with GzipWriter(cast(BinaryIO, gz)) as compressed:
-                    hasher = _Sha256Writer(cast(BinaryIO, compressed))
-                    with io.BufferedWriter(hasher, CHUNK) as buffered:
-                        write_layer_tar(
-                            layer_dir, cast(BinaryIO, buffered), mtime_clamp=mtime_clamp, host_owner=_host_owner()
-                        )
-                diff_id = hasher.digest()
-                gz.seek(0)
-                info = self.blobs.put(gz)
+            diff_id = tar_digest(layer_dir, mtime_clamp, _host_owner(), cast(BinaryIO, NullSink()))
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(gz_path)
             flushed.wait()
         self.keep_layer_dir(layer_dir, diff_id)
-        return Layer(diff_id, Descriptor(media_type=mediatypes.OCI_LAYER_GZIP, digest=info.digest, size=info.size))
+        layer = LocalLayer(diff_id, mtime_clamp)
+        if background:
+            self.layer_blobs.background(layer)
+        return layer
+
+    def concrete(self, layer: Layer | LocalLayer) -> Layer:
+        """The layer with its blob, made now (or waited for) when it is not made yet."""
+        if isinstance(layer, Layer):
+            return layer
+        return Layer(layer.diff_id, self.layer_blobs.blob(layer))
 
     def keep_layer_dir(self, directory: str, diff_id: str) -> None:
         """Move a finished layer directory into place as the layer `diff_id`'s, or discard it when that layer is
@@ -238,8 +239,9 @@ class Store:
                 raise
             shutil.rmtree(directory, ignore_errors=True)
 
-    def commit(self, config: ImageConfig, layers: list[Layer]) -> str:
-        return self.register(make_manifest(config.to_json(), layers), config.to_json())
+    def commit(self, config: ImageConfig, layers: Sequence[Layer | LocalLayer]) -> str:
+        """Store an image we made; the blobs of its layers are made first, those not made yet."""
+        return self.register(make_manifest(config.to_json(), [self.concrete(lay) for lay in layers]), config.to_json())
 
     def register(self, manifest_bytes: bytes, config_bytes: bytes, index_bytes: bytes | None = None) -> str:
         """Store an image's manifest and config (and the index it was chosen from) exactly as given; its layer
@@ -285,6 +287,22 @@ class Store:
     def cache_put(self, key: str, entry: dict[str, Any]) -> None:
         write_json_atomic(os.path.join(self.root, "cache", key + ".json"), entry)
 
+    def summary_get(self, image_id: str) -> dict[str, Any] | None:
+        """What a build said of the image `image_id` (its efficiency summary), once worked out: an image id names
+        its layers' content, so it holds for good."""
+        try:
+            with open(self._summary_path(image_id), encoding="utf-8") as f:
+                data: dict[str, Any] = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def summary_put(self, image_id: str, summary: dict[str, Any]) -> None:
+        write_json_atomic(self._summary_path(image_id), summary)
+
+    def _summary_path(self, image_id: str) -> str:
+        return os.path.join(self.root, "cache", "summaries", image_id.removeprefix("sha256:") + ".json")
+
     def step_get(self, step: str) -> dict[str, Any] | None:
         try:
             with open(os.path.join(self.root, "cache", "steps", step + ".json"), encoding="utf-8") as f:
@@ -294,7 +312,8 @@ class Store:
         return data if isinstance(data, dict) and isinstance(data.get("files", {}), dict) else None
 
     def step_put(self, step: str, entry: dict[str, Any]) -> None:
-        write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
+        if self.step_get(step) != entry:  # a cache hit saw what the step saw last time: nothing to write
+            write_json_atomic(os.path.join(self.root, "cache", "steps", step + ".json"), entry)
 
     # -- consistency ----------------------------------------------------------------------------------------------
 
@@ -397,20 +416,32 @@ class Store:
             if digest not in keep_blobs:
                 freed += self.blobs.size(digest)
                 self.blobs.delete(digest)
+        self.layer_blobs.forget_missing(lambda diff_id: diff_id.removeprefix("sha256:") in keep_layers)
         shutil.rmtree(os.path.join(self.root, "cache"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "cache", "steps"))
         return removed, freed
 
 
 def _cache_entry(entry: object) -> bool:
-    """Whether a cache entry read from disk has the shape `cache_put` wrote: a layer's diff_id and blob."""
+    """Whether a cache entry read from disk has the shape `cache_put` wrote: a layer's diff_id, and its blob
+    (a layer from a registry's cache) or the SOURCE_DATE_EPOCH its tar is written with (a layer built here)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("diff_id"), str) or not entry["diff_id"]:
         return False
+    if "blob" not in entry:
+        epoch = entry.get("epoch")
+        return epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool))
     try:
         Descriptor.from_dict(entry.get("blob"))
     except OCIError:
         return False
     return True
+
+
+def cached_layer(entry: dict[str, Any]) -> Layer | LocalLayer:
+    """The layer a cache entry (`Store.cache_get`) names."""
+    if "blob" in entry:
+        return Layer(entry["diff_id"], Descriptor.from_dict(entry["blob"]))
+    return LocalLayer(entry["diff_id"], entry.get("epoch"))
 
 
 def make_manifest(config_bytes: bytes, layers: list[Layer]) -> bytes:
@@ -457,22 +488,3 @@ class _Flush:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
-
-class _Sha256Writer(io.RawIOBase):
-    """A write-only stream that hashes what passes on to `sink`."""
-
-    def __init__(self, sink: BinaryIO) -> None:
-        super().__init__()
-        self._sink = sink
-        self._hash = hashlib.sha256()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        self._hash.update(data)
-        return int(self._sink.write(data))
-
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()

@@ -45,3 +45,16 @@ def test_overwrites_and_duplicates_across_layers(tool: Tool, ctx: Path) -> None:
     whys = sorted((w["path"], w["why"]) for w in report["waste"])
     assert ("a", "overwritten") in whys and ("c", "duplicate of b") in whys
     assert report["layers"][-2]["changed"] == 1 and report["wasted_bytes"] == 5000 + 5000
+
+
+def test_a_no_op_rebuild_says_the_same_efficiency_without_scanning_the_image_again(tool: Tool, ctx: Path) -> None:
+    dockerfile(ctx, "FROM busybox\nRUN dd if=/dev/zero of=/w.bin bs=1K count=64 2>/dev/null\nRUN rm /w.bin\n")
+    first = tool.build(ctx, "-t", "summarised")
+    image_id = tool.image_id(first)
+    line = next(x for x in first.stdout.splitlines() if x.startswith("Efficiency:"))
+    assert "imagebuild analyze" in line, line  # the rm wastes the 64 KiB
+    kept = tool.root / "cache" / "summaries" / f"{image_id.removeprefix('sha256:')}.json"
+    assert json.loads(kept.read_text()) == {"line": line}  # worked out once, for this image id
+    again = tool.build(ctx, "-t", "summarised")
+    assert tool.image_id(again) == image_id
+    assert next(x for x in again.stdout.splitlines() if x.startswith("Efficiency:")) == line
