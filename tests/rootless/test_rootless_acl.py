@@ -118,22 +118,28 @@ def test_cp_p_in_a_run_steps_mount(user: User, workspace: Path) -> None:
     assert os.getxattr(up / "etc" / "inputrc", "user.containers.override_stat").startswith(b"0:0:0644")
 
 
+def _mount_for_nobody(user: User, workspace: Path) -> tuple[Path, User]:
+    """`user`'s allow_other mount of workspace/lower (a fresh upper), and `nobody`, the other user reading it."""
+    up, work, mnt = workspace / "upper", workspace / "work", workspace / "mnt"
+    for path in (up, work, mnt):
+        path.mkdir()
+        os.chown(path, user.uid, user.gid)
+    mount_as_user(user, [workspace / "lower"], up, work, mnt, "allow_other")
+    return mnt, User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+
+
 @pytest.mark.usefixtures("user_allow_other")
 def test_other_users_of_an_allow_other_mount_get_what_the_acls_say(user: User, workspace: Path) -> None:
     """Unprivileged, the kernel leaves permission checks to the daemon (no default_permissions): another user
     reading through the mount is granted or refused by the ACL entries as on ext4, whether the ACL is a lower
     layer's real one or set through the mount (kept as a record)."""
-    lower, up, work, mnt = workspace / "lower", workspace / "upper", workspace / "work", workspace / "mnt"
+    lower = workspace / "lower"
     tree(lower, {"granted": 0o600, "denied": 0o644, "by-group": 0o600, "lower-granted": 0o600}, user)
     (lower / "closed").mkdir()
     write(lower / "closed" / "inside", "x", 0o644)
     own_tree(lower, user)
     subprocess.run(["setfacl", "-m", f"u:{NOBODY}:r", lower / "lower-granted"], check=True)
-    for path in (up, work, mnt):
-        path.mkdir()
-        os.chown(path, user.uid, user.gid)
-    mount_as_user(user, [lower], up, work, mnt, "allow_other")
-    nobody = User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+    mnt, nobody = _mount_for_nobody(user, workspace)
     try:
         user.run(
             "sh",
@@ -156,17 +162,13 @@ def test_other_users_of_an_allow_other_mount_get_what_the_acls_say(user: User, w
 def test_another_user_clears_setgid_as_on_ext4(user: User, workspace: Path) -> None:
     """On an ordinary user's mount, another user outside a file's group clears its setgid bit by a chmod, an
     access ACL or a write, as on ext4 (the daemon does it: the kernel leaves it alone there)."""
-    lower, up, work, mnt = workspace / "lower", workspace / "upper", workspace / "work", workspace / "mnt"
+    lower = workspace / "lower"
     lower.mkdir()
     for name, mode in (("chmod", 0o755), ("acl", 0o2644), ("append", 0o2666)):
         write(lower / name, name, mode)
         os.chown(lower / name, NOBODY, 4444)
         os.chmod(lower / name, mode)
-    for path in (up, work, mnt):
-        path.mkdir()
-        os.chown(path, user.uid, user.gid)
-    mount_as_user(user, [lower], up, work, mnt, "allow_other")
-    nobody = User("nobody", NOBODY, NOBODY, user.python, user.pythonpath, user.base)
+    mnt, nobody = _mount_for_nobody(user, workspace)
     try:
         nobody.run("sh", "-ec", f"cd {mnt}\nchmod 2755 chmod\nsetfacl -m u:1234:r acl\necho x >> append\n")
         shown = {name: os.stat(mnt / name).st_mode & 0o7777 for name in ("chmod", "acl", "append")}
