@@ -4,10 +4,10 @@ blob is fetched whole)."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from imagebuild.lazy.cache import cached_members
+from imagebuild.oci.digest import sha256_digest
 
 if TYPE_CHECKING:
     from imagebuild.oci import Descriptor
@@ -44,6 +44,6 @@ def assemble(client: Client, repo: str, layer: Descriptor, cache: str) -> tuple[
         out += data
     if len(out) < layer.size:
         out += client.get_range(repo, layer.digest, len(out), layer.size - len(out))
-    if "sha256:" + hashlib.sha256(out).hexdigest() != layer.digest:
+    if sha256_digest(out) != layer.digest:
         return None
     return bytes(out), cached

@@ -28,6 +28,7 @@ from imagebuild.errors import ImagebuildError
 from imagebuild.layer import estargz as esgz
 from imagebuild.layer._fs import write_all
 from imagebuild.lazy.cache import FileCache, member_key
+from imagebuild.oci.digest import sha256_digest
 from imagebuild.transport.registry import Client
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -110,7 +111,7 @@ class RegistryFetcher:
         info = self.layers[digest]
         with open(os.path.join(self.tocs, digest.removeprefix("sha256:") + ".json"), "rb") as f:
             raw = f.read()
-        if "sha256:" + hashlib.sha256(raw).hexdigest() != info["toc_digest"]:
+        if sha256_digest(raw) != info["toc_digest"]:
             raise ValueError(f"the stored TOC of layer {digest} does not match its digest: run 'imagebuild check'")
         entries = json.loads(raw)["entries"]
         toc = esgz.Toc(int(info["toc_offset"]), info["toc_digest"], entries, raw)
@@ -123,9 +124,9 @@ class RegistryFetcher:
         layer = self._layer(digest)
         entry = layer.entries[_name(name)]
         want = str(entry.get("digest") or "")
-        if want and not SHA256.fullmatch(want):  # (it names a file in the cache: never a path)
+        if not SHA256.fullmatch(want):  # (it names a file in the cache: never a path; and it checks the data)
             raise ValueError(f"the TOC gives the file the digest {want[:80]!r}, not a sha256 digest")
-        cache_key = want or "sha256:" + hashlib.sha256(f"{digest}\0{name}".encode()).hexdigest()
+        cache_key = want
         fd = self.cache.open(cache_key)
         if fd is not None:
             return fd
@@ -146,7 +147,7 @@ class RegistryFetcher:
                 data = self._chunk(layer, digest, chunk)
                 whole.update(data)
                 write_all(out, data)
-            if want and "sha256:" + whole.hexdigest() != want:
+            if "sha256:" + whole.hexdigest() != want:
                 raise ValueError(f"the file does not match its digest {want}")
 
         return self.cache.put(cache_key, write)

@@ -9,7 +9,6 @@ pull extracts it. Skeletons and whole layers are kept, by blob digest, for the n
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -24,7 +23,9 @@ from imagebuild.layer.errors import LayerError
 from imagebuild.lazy.cache import limit_from_env
 from imagebuild.lazy.remote import RemoteImage, RemoteLayer, resolve
 from imagebuild.lazy.skeleton import make_skeleton
+from imagebuild.oci.digest import sha256_digest
 from imagebuild.store.images import Image, Store
+from imagebuild.transport.common import decompress_layer
 from imagebuild.transport.registry import Client, Reference
 
 FETCHER = "imagebuild.lazy.fetcher.from_spec"
@@ -61,9 +62,8 @@ def _escape(text: str) -> str:
 
 def _whole(client: Client, ref: Reference, layer: RemoteLayer, dest: str) -> None:
     """Pull a layer that cannot be read lazily, check its diff_id and extract it at `dest`."""
-    data = client.get_blob(ref.repository, layer.blob)
-    plain = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    if "sha256:" + hashlib.sha256(plain).hexdigest() != layer.diff_id:
+    plain = decompress_layer(client.get_blob(ref.repository, layer.blob), layer.blob.digest)
+    if sha256_digest(plain) != layer.diff_id:
         raise BuildError(f"{ref}: layer {layer.blob.digest} does not match its diff_id {layer.diff_id}")
     rootless = os.geteuid() != 0
     extract_layer_tar(io.BytesIO(plain), dest, whiteout_form="file" if rootless else "chardev", rootless=rootless)

@@ -45,7 +45,7 @@ def validate_sha256(digest: object) -> str:
     return checked
 
 
-def sha256_digest(data: bytes) -> str:
+def sha256_digest(data: bytes | bytearray) -> str:
     """The `sha256:<hex>` digest of `data`."""
     return f"{SHA256}:{hashlib.sha256(data).hexdigest()}"
 
