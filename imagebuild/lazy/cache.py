@@ -57,8 +57,9 @@ class FileCache:
             os.utime(fd)
         return fd
 
-    def put(self, digest: str, write: Callable[[int], None]) -> int:
-        """Write a file with `write(fd)` under a temporary name, then give it its name; returns a read-only fd."""
+    def put(self, digest: str, write: Callable[[int], None], evict: bool = True) -> int:
+        """Write a file with `write(fd)` under a temporary name, then give it its name; returns a read-only fd.
+        `evict`: bring the cache back to its limit after (a scan of it: once per fetched file, not per part)."""
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root)
         found = None
         try:
@@ -77,7 +78,8 @@ class FileCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self.evict(keep=self.path(digest))
+        if evict:
+            self.evict(keep=self.path(digest))
         return found
 
     def evict(self, keep: str | None = None) -> list[tuple[str, int]]:

@@ -136,7 +136,11 @@ class RegistryFetcher:
             fd = self.cache.open(cache_key)  # (fetched by another thread while this one waited)
             if fd is not None:
                 return fd
-            return self._fetch(layer, digest, entry, want, cache_key)
+            try:
+                return self._fetch(layer, digest, entry, want, cache_key)
+            finally:  # (a later open finds the file cached, or fetches it anew)
+                with self._lock:
+                    self._fetching.pop(cache_key, None)
 
     def _fetch(self, layer: _Layer, digest: str, entry: dict[str, Any], want: str, cache_key: str) -> int:
         chunks = layer.toc.chunks(str(entry["name"]))
@@ -159,7 +163,8 @@ class RegistryFetcher:
         member = self.client.get_range(self.repository, digest, chunk.offset, end - chunk.offset)
         data = esgz.read_chunk(io.BytesIO(member), dataclasses.replace(chunk, offset=0))
         # kept compressed too, for a pull of the image (checked there as a part of the whole blob)
-        os.close(self.cache.put(member_key(digest, chunk.offset, len(member)), lambda fd: write_all(fd, member)))
+        key = member_key(digest, chunk.offset, len(member))
+        os.close(self.cache.put(key, lambda fd: write_all(fd, member), evict=False))  # (the file's put evicts)
         return data
 
 
