@@ -88,13 +88,13 @@ class Builder(ConfigSteps, RunStep, CopySteps):
 
         try:
             run_stages(graph, wanted, build_stage, jobs, self.cancel)
+            self.stages.update(stage_names(stages, dict(sorted(built.items()))))  # Dockerfile order, as --cache-to
+            self.reports.sort(key=lambda report: report.number)
+            state = built[target.index]
+            return self._commit(state), state
         except BaseException:
-            self.store.layer_blobs.close()  # a failed build waits for no blob
+            self.store.layer_blobs.close()  # a failed build (or commit) waits for no blob
             raise
-        self.stages.update(stage_names(stages, dict(sorted(built.items()))))  # Dockerfile order, as --cache-to writes
-        self.reports.sort(key=lambda report: report.number)
-        state = built[target.index]
-        return self._commit(state), state
 
     def _base_name(self, stage: Stage) -> str:
         assert stage.from_instruction is not None, "the parser gives every stage its FROM"

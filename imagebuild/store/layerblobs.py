@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -45,6 +46,10 @@ class LocalLayer:
 
     diff_id: str
     mtime_clamp: int | None  # SOURCE_DATE_EPOCH of the build that made it: its tar is written with it again
+
+
+#: a temporary record older than this is a killed build's leftover
+STALE_TEMP_SECONDS = 3600
 
 
 class LayerBlobs:
@@ -125,6 +130,10 @@ class LayerBlobs:
             self._stop.set()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:  # what was given up on is not being made: a later background() starts it again
+            for diff_id, future in list(self._making.items()):
+                if future.cancelled() or (future.done() and isinstance(future.exception(), _Stopped)):
+                    del self._making[diff_id]
         self._stop.clear()
 
     def _make(self, layer: LocalLayer, stop: threading.Event | None) -> Descriptor:
@@ -159,10 +168,17 @@ class LayerBlobs:
     def forget_missing(self, keep: Callable[[str], bool]) -> None:
         """Remove the records of layers `keep` refuses (by diff_id) and those whose blob is gone (prune)."""
         for name in os.listdir(self._dir):
-            diff_id = "sha256:" + name.removesuffix(".json")
-            if not name.endswith(".json") or not keep(diff_id) or self.recorded(diff_id) is None:
+            path = os.path.join(self._dir, name)
+            if not name.endswith(".json"):
+                # a record a running build is writing, or one a killed build left (an hour old: no build's now)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self._dir, name))
+                    if time.time() - os.lstat(path).st_mtime > STALE_TEMP_SECONDS:
+                        os.unlink(path)
+                continue
+            diff_id = "sha256:" + name.removesuffix(".json")
+            if not keep(diff_id) or self.recorded(diff_id) is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
 
 class _Stopped(ImagebuildError):
