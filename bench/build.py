@@ -1,18 +1,20 @@
 """Benchmark: what an image build costs with imagebuild, against buildah in the same run.
 
-python bench/build.py [--rootless] [--contexts files,multistage,pyapp|all] [--runs N] [--markdown OUT] [--json OUT]
+python bench/build.py [--rootless] [--run-fs auto|overlay|unionfs] [--contexts files,multistage,pyapp|all] [--runs N]
+                      [--markdown OUT] [--json OUT]
 
-For each context of the real-world corpus (tests/realworld/contexts) and each builder, in a fresh store that
-holds only debian:bookworm (built there from the same tarball, untimed): a cold build, a no-op rebuild (nothing
-changed: every step from the cache) and a one-file edit (a line appended to a file only the last COPY takes, then
-a rebuild). imagebuild builds as root; buildah runs `bud --layers --isolation chroot` as root with its default
-storage driver (kernel overlay). With --rootless both build as an ordinary user with a subordinate id range (the
-one tests/rootless makes): imagebuild as the real-world tests run it rootless, buildah with the overlay driver
-through fuse-overlayfs, as rootless buildah and podman use it. The builders alternate from run to run and their
-order turns each run; the median of the runs is reported with the ratio ours / buildah. Targets: cold builds at
-most 0.8x buildah's (geometric mean over the contexts), a no-op rebuild within 1 s. Every store, container and
-mount is removed after each run. Needs root (--rootless drops to the user), buildah and mmdebstrap (and
-fuse-overlayfs for --rootless); RUN steps reach Debian's mirror, PyPI and npm.
+For each context of the real-world corpus (tests/realworld/contexts) and each builder, in a fresh store that holds
+only debian:bookworm (built there from the same tarball, untimed): a cold build, a no-op rebuild (nothing changed:
+every step from the cache) and a one-file edit (a line appended to a file only the last COPY takes, then a rebuild).
+imagebuild builds as root (its RUN steps on the kernel's overlayfs, as `build` chooses by default; `--run-fs
+unionfs` times them on unionfs, as on a machine without it); buildah runs `bud --layers --isolation chroot` as root
+with its default storage driver (kernel overlay). With --rootless both build as an ordinary user with a subordinate
+id range (the one tests/rootless makes): imagebuild as the real-world tests run it rootless, buildah with the
+overlay driver through fuse-overlayfs, as rootless buildah and podman use it. The builders alternate from run to run
+and their order turns each run; the median of the runs is reported with the ratio ours / buildah. Targets: cold
+builds at most 0.8x buildah's (geometric mean over the contexts), a no-op rebuild within 1 s. Every store, container
+and mount is removed after each run. Needs root (--rootless drops to the user), buildah and mmdebstrap (and fuse-
+overlayfs for --rootless); RUN steps reach Debian's mirror, PyPI and npm.
 """
 
 from __future__ import annotations
@@ -82,10 +84,10 @@ class Timings:
         return statistics.median(values) if values else None
 
 
-def make_builder(name: str, work: Path, user: User | None) -> Builder:
-    """The builder, as root, or with `user` as that ordinary user."""
+def make_builder(name: str, work: Path, user: User | None, run_fs: str = "auto") -> Builder:
+    """The builder, as root (imagebuild's RUN steps on `run_fs`), or with `user` as that ordinary user."""
     if user is None:
-        return ImagebuildRoot(work) if name == "imagebuild" else Buildah(work)
+        return ImagebuildRoot(work, run_fs=run_fs) if name == "imagebuild" else Buildah(work)
     return ImagebuildRootless(work, user) if name == "imagebuild" else BuildahRootless(work, user)
 
 
@@ -98,13 +100,15 @@ def timed_build(builder: Builder, context: Path, tag: str) -> float:
     return seconds
 
 
-def one_run(context: str, builder_name: str, scratch: Path, timings: Timings, user: User | None = None) -> None:
+def one_run(
+    context: str, builder_name: str, scratch: Path, timings: Timings, user: User | None = None, run_fs: str = "auto"
+) -> None:
     """The three cases for one context and builder, in a store of their own, removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix=f"{context}-{builder_name}-", dir=scratch))
     os.chmod(work, 0o755)
     lab: Lab | None = None
     try:
-        builder = make_builder(builder_name, work, user)
+        builder = make_builder(builder_name, work, user, run_fs)
         lab = Lab(work, {builder_name: builder})
         base = prepare_context("base", lab.contexts)
         ok, output = builder.build(base, BASE_TAG)
@@ -174,6 +178,12 @@ def main() -> int:
     parser.add_argument(
         "--rootless", action="store_true", help="both builders as an ordinary user (buildah with fuse-overlayfs)"
     )
+    parser.add_argument(
+        "--run-fs",
+        choices=("auto", "overlay", "unionfs"),
+        default="auto",
+        help="what imagebuild's RUN steps run on as root (imagebuild build --run-fs; default auto)",
+    )
     parser.add_argument("--markdown", help="write the table and verdicts here too")
     parser.add_argument("--json", help="write every run's seconds here")
     args = parser.parse_args()
@@ -198,11 +208,15 @@ def main() -> int:
                 for context in contexts:
                     for builder_name in order:
                         print(f"run {run + 1}/{args.runs}: {context} with {builder_name}", flush=True)
-                        one_run(context, builder_name, scratch, timings, user)
+                        one_run(context, builder_name, scratch, timings, user, args.run_fs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rows, verdicts = report(timings, contexts)
-    who = f"rootless (as {USER}; buildah with fuse-overlayfs)" if args.rootless else "as root (buildah: kernel overlay)"
+    who = (
+        f"rootless (as {USER}; buildah with fuse-overlayfs)"
+        if args.rootless
+        else f"as root (buildah: kernel overlay; imagebuild: --run-fs {args.run_fs})"
+    )
     print(f"\n{who}: medians of {args.runs} run(s), wall-clock seconds:")
     print("\n".join(rows))
     print("\n".join(verdicts))

@@ -106,8 +106,9 @@ NAME_FILES = ("etc/resolv.conf", "etc/hosts")
 
 
 def names_dir() -> str:
-    """A directory for the copies of the host's name files, readable by the command whatever its user."""
-    path = tempfile.mkdtemp(prefix="imagebuild-names-")
+    """A directory for the copies of the host's name files, readable by the command whatever its user. Named as a
+    RUN's private dir (`imagebuild-run-PID-XXXX`), so that `imagebuild check` finds one a killed command left."""
+    path = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")
     os.chmod(path, 0o755)
     return path
 

@@ -329,8 +329,9 @@ class Active:
         mount process, itself through `enter` (the build's user namespace) when there is one."""
         if not self.plan.mounts or not (self._prepared or self._env or self._seed):
             return [*enter, *sandboxed]
-        # as root with a USER, the rootfs is bound over its private directory first (sandbox.preexec)
-        seen = os.path.dirname(rootfs) if os.geteuid() == 0 and user != (0, 0) else rootfs
+        # as root with a USER, the rootfs is bound over its private directory first (sandbox.preexec), unless the
+        # mount is in a namespace of its own that `enter` enters (kerneloverlay.py)
+        seen = os.path.dirname(rootfs) if os.geteuid() == 0 and user != (0, 0) and not enter else rootfs
         document = {
             "root": seen,
             "mounts": [

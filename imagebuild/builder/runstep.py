@@ -5,18 +5,19 @@ bubblewrap made taken out of the layer again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from imagebuild import sandbox, userns
-from imagebuild.builder import runmounts
+from imagebuild.builder import kerneloverlay, runmounts
 from imagebuild.builder.state import StageState
 from imagebuild.builder.stepbase import StepBase
 from imagebuild.dockerfile import Instruction
 from imagebuild.errors import BuildError
-from unionfs import MountError, mounted
+from unionfs import MountError, UnionMount, mounted
 
 MOUNTPOINTS = ("dev", "proc", "sys", "etc")  # bubblewrap makes these in the rootfs; they are not the step's work
 
@@ -37,9 +38,11 @@ class RunStep(StepBase):
 
     def _run(self, instruction: Instruction, state: StageState, mounts: runmounts.Plan | None = None) -> str:
         ranges = userns.ranges()
+        kernel = ranges is None and self._kernel_overlay()
         upper = self.store.scratch_dir("upper-")
         work = self.store.scratch_dir("work-")
-        mnt = sandbox.mountpoint(private=ranges is None)
+        # a mount in a namespace of its own (the container's, or the kernel overlay's) is seen by no other user
+        mnt = sandbox.mountpoint(private=ranges is None and not kernel)
         empty = self.store.scratch_dir("empty-")
         names = sandbox.names_dir()
         # fsync=0: the upper is thrown away or captured as a layer (and synced then), so the step's own fsyncs
@@ -53,18 +56,19 @@ class RunStep(StepBase):
             enter = [] if namespace is None else namespace.enter()
             with (
                 runmounts.Active(mounts, self.store, self.context, lowers, namespace, self.options.secrets) as active,
-                mounted(
-                    mnt, active.lowers, upper, work, options, enter=namespace.daemon() if namespace else []
-                ) as union,
+                self._mounted(instruction, mnt, active.lowers, upper, work, options, namespace, kernel) as union,
             ):
+                if isinstance(union, kerneloverlay.KernelMount):
+                    enter = union.enter()
                 workdir = state.config.working_dir or "/"
                 env = self._run_env(state)
                 try:
                     if namespace is None:
-                        os.makedirs(os.path.join(mnt, workdir.lstrip("/")), exist_ok=True)
-                        user = sandbox.resolve_user(mnt, state.config.user)
-                        binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(mnt, name)))
-                        sandbox.prepare(mnt, binds)
+                        seen = union.path if isinstance(union, kerneloverlay.KernelMount) else mnt
+                        os.makedirs(os.path.join(seen, workdir.lstrip("/")), exist_ok=True)
+                        user = sandbox.resolve_user(seen, state.config.user)
+                        binds = sandbox.name_files(names, lambda name: os.path.islink(os.path.join(seen, name)))
+                        sandbox.prepare(seen, binds)
                     else:
                         namespace.makedirs(*(os.path.join(mnt, d.lstrip("/")) for d in (workdir, "dev", "proc", "etc")))
                         user = sandbox.resolve_user(mnt, state.config.user, namespace.read)
@@ -73,11 +77,21 @@ class RunStep(StepBase):
                 except BuildError as exc:
                     raise BuildError(f"{self._where(instruction)}: {exc}") from None
                 argv = self._command(instruction, state)
+                # --unshare-pid: as in docker, what the step leaves running is killed when it ends; nothing writes
+                # to the upper once it is captured (a kernel overlay stays mounted while any process holds it)
                 sandboxed = sandbox.bwrap_command(
-                    mnt, argv, env, workdir, user, inside=bool(enter), binds=binds, extra=active.bwrap_args
+                    mnt,
+                    argv,
+                    env,
+                    workdir,
+                    user,
+                    inside=bool(enter),
+                    binds=binds,
+                    extra=active.bwrap_args,
+                    options=["--unshare-pid"],
                 )
                 command = active.command(enter, sandboxed, mnt, user)
-                status = self._stream(command, sandbox.preexec(mnt, user))
+                status = self._stream(command, None if enter else sandbox.preexec(mnt, user))
             faults = union.io_errors()
             if faults:  # what the step wrote cannot be trusted: never committed as a layer
                 raise BuildError(
@@ -89,6 +103,11 @@ class RunStep(StepBase):
                 if os.geteuid() != 0 and namespace is None:
                     why += f" ({userns.no_range_hint()})"
                 raise BuildError(why, status)
+            if kernel and (reserved := kerneloverlay.strip_bookkeeping(upper)):
+                raise BuildError(
+                    f"{self._where(instruction)}: RUN made {reserved[0]!r}, a name layers keep for whiteouts "
+                    f"(.wh.*), which an image would read as a deletion: rename it (unionfs refuses such names)"
+                )
             self._drop_mountpoints(upper, lowers)
             return upper
         except BaseException as exc:
@@ -102,6 +121,62 @@ class RunStep(StepBase):
             for path in (work, empty, names):
                 shutil.rmtree(path, ignore_errors=True)
             sandbox.remove_mountpoint(mnt)
+
+    def _kernel_overlay(self) -> bool:
+        """Whether this RUN (as root, no subordinate-id namespace) should try kernel overlayfs (`--run-fs`)."""
+        if self.options.run_fs == "unionfs" or self._kernel_refused is not None:
+            return False
+        why = kerneloverlay.refusal()
+        if why is None:
+            return True
+        if self.options.run_fs == "overlay":
+            raise BuildError(f"--run-fs overlay: kernel overlayfs cannot be used ({why}): use --run-fs unionfs")
+        with self._refusal_lock:
+            first, self._kernel_refused = self._kernel_refused is None, why
+        if first and os.geteuid() == 0:
+            self._say(f"note: RUN steps use unionfs: {why}")
+        return False
+
+    @contextlib.contextmanager
+    def _mounted(
+        self,
+        instruction: Instruction,
+        mnt: str,
+        lowers: list[str],
+        upper: str,
+        work: str,
+        options: list[str],
+        namespace: userns.Namespace | None,
+        kernel: bool,
+    ) -> Iterator[UnionMount | kerneloverlay.KernelMount]:
+        """The RUN's rootfs: kernel overlayfs when chosen and the kernel takes it, else unionfs. Under `auto`, the
+        first refusal is said once and the build goes on with unionfs."""
+        if kernel:
+            try:
+                mount = kerneloverlay.KernelMount(mnt, lowers, upper, work).mount()
+            except kerneloverlay.Refused as exc:
+                if self.options.run_fs == "overlay":
+                    raise BuildError(
+                        f"{self._where(instruction)}: kernel overlayfs refused the RUN's mount ({exc}): "
+                        "use --run-fs unionfs"
+                    ) from None
+                with self._refusal_lock:
+                    first = self._kernel_refused is None
+                    self._kernel_refused = str(exc)
+                if first:
+                    self._say(f"note: RUN steps use unionfs: kernel overlayfs refused the mount ({exc})")
+                for leftover in os.listdir(work):  # the kernel's work dir, where the refused mount began one
+                    shutil.rmtree(os.path.join(work, leftover), ignore_errors=True)
+                os.chmod(os.path.dirname(mnt), 0o700)  # unionfs's mount is the host's: keep other users out
+            else:
+                try:
+                    yield mount
+                finally:
+                    mount.unmount()
+                return
+        enter = namespace.daemon() if namespace else []
+        with mounted(mnt, lowers, upper, work, options, enter=enter) as union:
+            yield union
 
     def _stream(self, command: list[str], preexec: Callable[[], None] | None = None) -> int:
         """Run the step's command, each line of its output shown under the step number; a cancel kills it."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ class Options:
     jobs: int | None = None  # stages built at once; None: scheduler.default_jobs()
     secrets: dict[str, bytes] = field(default_factory=dict)  # --secret, by id: for RUN --mount=type=secret
     cache_from: Callable[[str], dict[str, Any] | None] | None = None  # --cache-from: a key's entry, when cached there
+    run_fs: str = "auto"  # --run-fs: what RUN steps run on as root: auto, overlay (the kernel's) or unionfs
 
 
 @dataclass
@@ -59,6 +61,8 @@ class StepBase:
         self._step = 0
         self._total = 0
         self.cancel = Cancel()  # set when a stage fails: the other stages stop (scheduler.py)
+        self._kernel_refused: str | None = None  # why kernel overlayfs is not used for RUN (runstep.py)
+        self._refusal_lock = threading.Lock()
         self._same_steps = KeyedLocks()  # identical steps of stages running at once: one runs, the other reuses it
 
     def _meta_args(self) -> dict[str, str]:

@@ -15,7 +15,9 @@ from imagebuild.builder.executor import Builder, Options
 from imagebuild.cli.checks import check_names, epoch, find_dockerfile, key_values
 from imagebuild.cli.exchange import registry_progress
 from imagebuild.cli.images import analysis
+from imagebuild.cli.parser import RUN_FS
 from imagebuild.dockerfile import parse_file
+from imagebuild.errors import BuildError
 from imagebuild.store.estargz import store_converted
 from imagebuild.store.images import Store, normalize_tag
 
@@ -41,6 +43,7 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
             f"{os.path.join(root, '.dockerignore')}",
             file=sys.stderr,
         )
+    run_fs = run_fs_choice(args.run_fs)
     options = Options(
         build_args,
         args.target,
@@ -51,6 +54,7 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         registry_progress(),
         args.jobs,
         secrets.parse(args.secret),
+        run_fs=run_fs,
     )
     remotecache.check_specs(args.cache_from, args.cache_to)
     if args.cache_from:
@@ -79,6 +83,19 @@ def cmd_build(store: Store, args: argparse.Namespace, stdout: BinaryIO) -> None:
         outputs.write(store, store.resolve(image_id), output, [normalize_tag(t) for t in args.tag], stdout)
         where = "standard output" if output.to_stdout else output.dest
         print(f"Wrote the {'image' if output.kind == 'oci' else 'rootfs'} to {where} ({output.kind})")
+
+
+def run_fs_choice(flag: str | None) -> str:
+    """--run-fs, else $IMAGEBUILD_RUN_FS, else auto; `overlay` only as root (ordinary users' RUN steps use unionfs)."""
+    choice = flag or os.environ.get("IMAGEBUILD_RUN_FS") or "auto"
+    where = "--run-fs" if flag else "IMAGEBUILD_RUN_FS"
+    if choice not in RUN_FS:
+        raise BuildError(f"{where}={choice}: use one of {', '.join(RUN_FS)}")
+    if choice == "overlay" and os.geteuid() != 0:
+        raise BuildError(
+            f"{where}=overlay: kernel overlayfs for RUN steps needs root; an ordinary user's RUN steps run on unionfs"
+        )
+    return choice
 
 
 def efficiency_summary(store: Store, image_id: str) -> str:

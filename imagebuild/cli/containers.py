@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from imagebuild import mountinfo
 from imagebuild.cli.parser import USAGE_ERROR
 from imagebuild.errors import BuildError
 from imagebuild.lazy.prepare import LazyImage, prepare
@@ -59,11 +60,9 @@ def mount_type(path: str) -> str | None:
     """The filesystem type of the topmost mount at `path`, or None when nothing is mounted there."""
     point = os.path.realpath(path)
     found = None
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            fields = line.split(" ")
-            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]) == point:
-                found = fields[fields.index("-") + 1]
+    for mounted, fstype in mountinfo.mounts():
+        if mounted == point:
+            found = fstype
     return found
 
 

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 from imagebuild.errors import ImagebuildError
 
 USAGE_ERROR = 2
+RUN_FS = ("auto", "overlay", "unionfs")  # build --run-fs
 
 
 class UsageError(ImagebuildError):
@@ -80,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
         help="a secret for RUN --mount=type=secret (repeatable); it enters no layer, record or cache key",
     )
     b.add_argument("--estargz", action="store_true", help="store the image with its layers as eStargz (lazy pulls)")
+    b.add_argument(
+        "--run-fs",
+        choices=RUN_FS,
+        default=None,
+        help="what RUN steps run on as root: the kernel's overlayfs where it mounts (auto, the default: "
+        "$IMAGEBUILD_RUN_FS), it only (overlay), or unionfs",
+    )
     b.add_argument(
         "--timestamp",
         metavar="SECONDS",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import stat
@@ -26,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from imagebuild import mountinfo
 from imagebuild.sandbox import PRIVATE_PREFIX, ROOTFS_NAME, ROOTFS_PREFIX, private_base
 from unionfs import (
     Daemon,
@@ -96,7 +96,8 @@ def find_leftovers(root: str) -> list[Leftover]:
             problem = f"the rootfs mount point of an interrupted build or run is left at {path}"
             found.append(Leftover(problem, directory=path))
     for path in stale_private_dirs():
-        found.append(Leftover(f"the private files (secrets) of an interrupted RUN are left at {path}", tree=path))
+        problem = f"the private files (secrets, name files) of an interrupted RUN or run are left at {path}"
+        found.append(Leftover(problem, tree=path))
     return found
 
 
@@ -161,12 +162,7 @@ def clear_leftover(leftover: Leftover) -> str | None:
 
 def union_mounts() -> set[str]:
     """The unionfs mount points this process sees."""
-    points = set()
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
-        for line in info:
-            fields = line.split(" ")
-            if fields[fields.index("-") + 1] == UNION_FSTYPE:
-                points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    points = {point for point, fstype in mountinfo.mounts() if fstype == UNION_FSTYPE}
     return points
 
 

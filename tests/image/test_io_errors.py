@@ -35,7 +35,7 @@ def test_a_run_whose_mount_answered_eio_fails_and_keeps_no_layer(tool: Tool, ctx
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
     # the command itself succeeds whatever mkdir answers: only the recorded EIO can fail the step
     dockerfile(ctx, "FROM busybox\nRUN mkdir /fault-here; mkdir /fine; true\n")
-    failed = tool.run("build", "--no-cache", "-t", "eio-test", str(ctx), check=False, env=env)
+    failed = tool.run("build", "--no-cache", "--run-fs", "unionfs", "-t", "eio-test", str(ctx), check=False, env=env)
     assert failed.returncode != 0
     (line,) = failed.stderr.strip().splitlines()
     assert "Dockerfile:2" in line and "EIO" in line and "ZeroDivisionError" in line

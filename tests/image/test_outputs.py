@@ -25,8 +25,8 @@ FROM busybox AS other
 RUN echo from-other > /other
 FROM busybox
 RUN mkdir -p /d/sub /opq && echo hi > /d/sub/f && ln /d/sub/f /d/hard && ln -s f /d/sub/link \\
- && chown 1000:1001 /d/sub/f && echo x > /opq/gone && echo y > /gone-too
-RUN rm -rf /opq /gone-too /bin/ls && mkdir /opq && echo z > /opq/kept && chmod 4755 /d/sub/f
+ && chown 1000:1001 /d/sub/f && chmod 4755 /d/sub/f && echo x > /opq/gone && echo y > /gone-too
+RUN rm -rf /opq /gone-too /bin/ls && mkdir /opq && echo z > /opq/kept
 COPY --from=other /other /other
 """
 

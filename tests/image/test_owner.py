@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from imagebuild.sandbox import PRIVATE_PREFIX, private_base
 from tests.image.conftest import IMAGEBUILD, Tool, dockerfile
 from tests.support import UNIONFS, is_mounted, wait_until
 from unionfs.api import exited
@@ -102,6 +103,10 @@ class Janitor:
                         os.rmdir(directory)
         for path in self.paths:
             shutil.rmtree(path, ignore_errors=True)
+        for pid in self.processes:  # a killed command's private dirs (name files' copies): `check` would name them
+            for base in {private_base(), tempfile.gettempdir()}:
+                for left in Path(base).glob(f"{PRIVATE_PREFIX}{pid}-*"):
+                    shutil.rmtree(left, ignore_errors=True)
 
 
 @pytest.fixture
@@ -170,7 +175,7 @@ def test_a_run_killed_outright_leaves_no_mount_and_no_daemon(tool: Tool, janitor
 
 def test_a_build_killed_mid_run_leaves_no_mount_and_no_daemon(tool: Tool, janitor: Janitor, ctx: Path) -> None:
     dockerfile(ctx, "FROM busybox\nRUN sleep 60\n")
-    proc = start(tool, janitor, "build", "--no-cache", "-t", "owner-killed", str(ctx))
+    proc = start(tool, janitor, "build", "--no-cache", "--run-fs", "unionfs", "-t", "owner-killed", str(ctx))
     point, daemon = kill_mid_sleep(tool, janitor, proc)
     assert wait_until(lambda: gone(point, daemon), GONE_WITHIN, 0.05), (
         f"{GONE_WITHIN:g}s after the kill: mounted {is_mounted(point)}, daemon alive {not exited(daemon)}"

@@ -1,8 +1,10 @@
-"""The three builders compared, the shared Debian base, and the builds' results.
+"""The builders compared, the shared Debian base, and the builds' results.
 
 - `buildah`: `buildah bud --layers --isolation chroot` as root, in a private store removed afterwards; the rootfs is
   read through `buildah from` + `buildah mount`.
-- `root`: imagebuild as root; the rootfs is read through `imagebuild mount --read-only`.
+- `root`: imagebuild as root (its RUN steps on the kernel's overlayfs, the default where it mounts); the rootfs is
+  read through `imagebuild mount --read-only`. `root-unionfs`: the same with `--run-fs unionfs`, the path of a
+  machine without kernel overlayfs.
 - `rootless`: imagebuild as an ordinary user (the one tests/rootless creates, with a subordinate id range); the
   user mounts the image and reads its rootfs itself (only the mounting user may enter a rootless mount).
 
@@ -41,7 +43,8 @@ CONTEXTS = ("base", "pyapp", "apt", "users", "multistage", "node", "files", "reg
 FROM_SCRATCH = ("base", "registry-base")
 # What mmdebstrap copies from the host for its own apt run and leaves behind; an image from a registry has neither.
 HOST_FILES = ("./etc/resolv.conf", "./etc/hostname")
-BUILDERS = ("buildah", "root", "rootless")
+BUILDERS = ("buildah", "root", "root-unionfs", "rootless")
+AS_ROOT = ("root", "root-unionfs")  # imagebuild as root: RUN steps on kernel overlayfs, and on unionfs
 BASE_TAG = "debian:bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # The base tarball is kept per day (mmdebstrap takes about 20 s): the RUN steps' `apt-get update` reads the same
@@ -321,17 +324,19 @@ class BuildahRootless(Buildah):
 
 
 class ImagebuildRoot:
-    name = "root"
+    """imagebuild as root; `run_fs`: what its RUN steps run on (`auto`: the kernel's overlayfs here)."""
 
-    def __init__(self, work: Path) -> None:
-        self.store = work / "store-root"
-        self.mountpoint = work / "mnt-root"
+    def __init__(self, work: Path, name: str = "root", run_fs: str = "auto") -> None:
+        self.name = name
+        self.run_fs = run_fs
+        self.store = work / f"store-{name}"
+        self.mountpoint = work / f"mnt-{name}"
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "imagebuild", "--root", str(self.store), *args]
 
     def build(self, context: Path, tag: str) -> tuple[bool, str]:
-        return run_logged(self.command("build", "-t", tag, str(context)))
+        return run_logged(self.command("build", "--run-fs", self.run_fs, "-t", tag, str(context)))
 
     def rootfs(self, tag: str) -> dict[str, Entry]:
         self.mountpoint.mkdir(exist_ok=True)
@@ -503,6 +508,7 @@ def open_lab(work: Path, user: User) -> Lab:
     builders: dict[str, Builder] = {
         "buildah": Buildah(work),
         "root": ImagebuildRoot(work),
+        "root-unionfs": ImagebuildRoot(work, "root-unionfs", "unionfs"),
         "rootless": ImagebuildRootless(work, user),
     }
     return Lab(work, builders)

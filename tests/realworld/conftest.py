@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realworld.builders import BUILDERS, CONTEXTS, Lab, open_lab
+from tests.realworld.builders import AS_ROOT, BUILDERS, CONTEXTS, Lab, open_lab
 from tests.realworld.compare import ALLOWED, Allowed, allowed, config_differences, differences, unexplained
 from tests.rootless.conftest import User
 from tests.rootless.conftest import user as user  # the ordinary user tests/rootless makes, subordinate ids and all
@@ -92,7 +92,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     allowed_counts: dict[Allowed, list[str]] = {rule: [] for rule in ALLOWED}
     for (context, builder), result in sorted(lab.results.items()):
-        reference = lab.results.get((context, "buildah" if builder == "root" else "root"))
+        reference = lab.results.get((context, "buildah" if builder in AS_ROOT else "root"))
         if builder == "buildah" or not result.built or reference is None or not reference.built:
             continue
         hits = Counter(allowed(d) for d in differences(reference.entries, result.entries))

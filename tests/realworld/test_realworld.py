@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from _pytest.mark.structures import ParameterSet
 
-from tests.realworld.builders import BUILD_TIMEOUT, BUILDERS, CONTEXTS, Lab
+from tests.realworld.builders import AS_ROOT, BUILD_TIMEOUT, BUILDERS, CONTEXTS, Lab
 from tests.realworld.compare import Difference, config_differences, differences, report, unexplained
 from tests.realworld.shipped import stale_pycs
 
@@ -59,7 +59,7 @@ def test_build(lab: Lab, context: str, builder: str) -> None:
         pytest.fail(message, pytrace=False)
     if builder == "buildah":
         return  # the reference: it has to build, and it did
-    reference = "buildah" if builder == "root" else "root"
+    reference = "buildah" if builder in AS_ROOT else "root"
     if builder == "rootless" and not lab.result(context, reference).built:
         reference = "buildah"  # root failed: compare with what a correct build gives
     theirs = lab.result(context, reference)
