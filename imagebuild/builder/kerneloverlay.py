@@ -30,7 +30,7 @@ OPTIONS = "redirect_dir=off,metacopy=off,index=off,volatile"  # volatile: the up
 PAGE = 4096  # the kernel reads mount options from one page
 SPECIAL = (":", ",", "\\", "\n")  # characters lowerdir= would need escaped: such a store uses unionfs
 # The holder mounts, says so on stdout, then waits for its stdin to close.
-SCRIPT = 'mount -t overlay overlay -o "$1" -- "$2" || exit 3; echo ready; exec cat'
+SCRIPT = 'mount -t overlay overlay -o "$1" -- "$2" || exit 3; echo ready; exec cat >/dev/null'
 
 
 class Refused(Exception):
