@@ -96,7 +96,9 @@ class KernelMount:
     def io_errors(self) -> list[str]:
         return []  # the kernel's own filesystem: an error reaches the step's command, never only a log
 
-    def mount(self) -> KernelMount:
+    def mount(self, keep: Sequence[str] = ()) -> KernelMount:
+        """Mount; `keep`: the unionfs mounts the step binds (RUN --mount from a stage), which stay in the
+        namespace where every other unionfs mount is detached (see `_detach_unionfs`)."""
         text, base = option_string(self.lowers, self.upper, self.work)
         try:
             # slave: the host's unmounts reach the namespace's copies of its mounts (another RUN's unionfs mount
@@ -125,7 +127,22 @@ class KernelMount:
             self._close_pipes()
             self.holder = None
             raise Refused(reason(error, holder.returncode, self.upper))
+        self._detach_unionfs(keep)
         return self
+
+    def _detach_unionfs(self, keep: Sequence[str]) -> None:
+        """Detach, in the namespace only, the unionfs mounts it copied from the host that the step does not use
+        (other builds' and containers' rootfs). Where the host's mounts do not propagate (a private `/`), the copy
+        would keep such a mount's FUSE connection open after the host unmounts it, and its daemon, waiting for
+        the kernel to end it, would not exit before this step ends."""
+        assert self.holder is not None
+        try:
+            copied = [point for point, fstype in mountinfo.mounts(self.holder.pid) if fstype == mountinfo.UNION_FSTYPE]
+        except OSError:
+            return
+        others = [point for point in copied if point not in keep]
+        if others:
+            subprocess.run([*self.enter(), "umount", "--lazy", "--", *others], capture_output=True, check=False)
 
     def unmount(self) -> None:
         """Let the holder go: its namespace, and the mount with it, are gone when this returns."""

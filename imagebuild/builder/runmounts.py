@@ -128,6 +128,7 @@ class Active:
         self._seed: list[tuple[str, str, str]] = []
         self._env: dict[str, str] = {}
         self._private = ""  # secrets and the plan: outside the store
+        self.union_points: list[str] = []  # the unionfs mounts made for stage sources (--mount from=STAGE)
 
     def __enter__(self) -> Active:
         if not self.plan.mounts:
@@ -229,6 +230,7 @@ class Active:
             self._stack.enter_context(mounted(point, lowers or [empty], upper, work, options, enter=enter))
         except (UnionMountError, OSError) as exc:
             raise self._fail(f"cannot mount --mount from={mount.from_}: {exc}") from None
+        self.union_points.append(point)
         return point, found.path.lstrip("/"), found.node.is_dir
 
     def _context_source(self, mount: Mount) -> None:

@@ -56,7 +56,7 @@ class RunStep(StepBase):
             enter = [] if namespace is None else namespace.enter()
             with (
                 runmounts.Active(mounts, self.store, self.context, lowers, namespace, self.options.secrets) as active,
-                self._mounted(instruction, mnt, active.lowers, upper, work, options, namespace, kernel) as union,
+                self._mounted(instruction, mnt, active, upper, work, options, namespace, kernel) as union,
             ):
                 if isinstance(union, kerneloverlay.KernelMount):
                     enter = union.enter()
@@ -142,7 +142,7 @@ class RunStep(StepBase):
         self,
         instruction: Instruction,
         mnt: str,
-        lowers: list[str],
+        active: runmounts.Active,
         upper: str,
         work: str,
         options: list[str],
@@ -153,7 +153,7 @@ class RunStep(StepBase):
         first refusal is said once and the build goes on with unionfs."""
         if kernel:
             try:
-                mount = kerneloverlay.KernelMount(mnt, lowers, upper, work).mount()
+                mount = kerneloverlay.KernelMount(mnt, active.lowers, upper, work).mount(active.union_points)
             except kerneloverlay.Refused as exc:
                 if self.options.run_fs == "overlay":
                     raise BuildError(
@@ -175,7 +175,7 @@ class RunStep(StepBase):
                     mount.unmount()
                 return
         enter = namespace.daemon() if namespace else []
-        with mounted(mnt, lowers, upper, work, options, enter=enter) as union:
+        with mounted(mnt, active.lowers, upper, work, options, enter=enter) as union:
             yield union
 
     def _stream(self, command: list[str], preexec: Callable[[], None] | None = None) -> int:

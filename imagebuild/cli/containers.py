@@ -17,8 +17,6 @@ from imagebuild.lazy.prepare import LazyImage, prepare
 from imagebuild.store.images import Image, Store
 from unionfs import UnionMount
 
-UNION_FSTYPE = "fuse.unionfs"  # what /proc/self/mountinfo calls a unionfs mount
-
 
 def container_dirs(store: Store, name: str) -> tuple[str, str]:
     base = os.path.join(store.root, "containers", name)
@@ -123,6 +121,6 @@ def cmd_umount(mountpoint: str) -> None:
     kind = mount_type(mountpoint)
     if kind is None:
         raise BuildError(f"'{mountpoint}' is not mounted: nothing to do", USAGE_ERROR)
-    if kind != UNION_FSTYPE:
+    if kind != mountinfo.UNION_FSTYPE:
         raise BuildError(f"'{mountpoint}' is a {kind} mount, not one 'imagebuild mount' made: it stays mounted")
     UnionMount(mountpoint, ["/"]).unmount()

@@ -43,7 +43,6 @@ from unionfs import (
 )
 
 OLD_DIR_AGE = 600.0  # an unnamed (older version's) empty rootfs dir this old in seconds is no one's
-UNION_FSTYPE = "fuse.unionfs"
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def clear_leftover(leftover: Leftover) -> str | None:
 
 def union_mounts() -> set[str]:
     """The unionfs mount points this process sees."""
-    points = {point for point, fstype in mountinfo.mounts() if fstype == UNION_FSTYPE}
+    points = {point for point, fstype in mountinfo.mounts() if fstype == mountinfo.UNION_FSTYPE}
     return points
 
 

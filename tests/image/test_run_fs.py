@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.image.conftest import IMAGEBUILD, Tool, dockerfile, static_busybox
-from tests.image.test_owner import cmdline, descendants
+from tests.image.test_owner import GONE_WITHIN, Janitor, cmdline, descendants, janitor, start, store_daemons  # noqa: F401
 from tests.realworld.walk import entries
-from tests.support import wait_until
+from tests.support import is_mounted, wait_until
+from unionfs.api import exited
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kernel overlayfs for RUN steps is for root builds")
 
@@ -189,3 +190,29 @@ def test_a_kernel_step_that_makes_a_whiteout_name_fails_in_one_line(tool: Tool, 
     assert failed.returncode == 1 and len(lines) == 1, failed.stderr
     assert "RUN made '/srv/.wh.notes', a name layers keep for whiteouts" in lines[0]
     assert "whiteout-name" not in tool.run("images").stdout
+
+
+def test_a_unionfs_mount_unmounted_while_a_kernel_step_runs_goes_at_once(
+    tool: Tool,
+    janitor: Janitor,  # noqa: F811
+    ctx: Path,
+    tmp_path: Path,
+) -> None:
+    """The step's namespace copies the host's mounts; it must not keep another mount's daemon alive (this
+    machine's `/` may not propagate unmounts)."""
+    point = tmp_path / "mnt"
+    janitor.mount(str(point), None)
+    tool.run("mount", "--read-only", "busybox", str(point))
+    (daemon,) = [pid for p, pid in store_daemons(tool.root).items() if p == str(point)]
+    janitor.mount(str(point), daemon)
+    dockerfile(ctx, "FROM busybox\nRUN sleep 60\n")
+    build = start(tool, janitor, "build", "--no-cache", "--run-fs", "overlay", str(ctx))
+    try:
+        sleeping = lambda: any(cmdline(k)[:1] == ["sleep"] for k in descendants(build.pid))  # noqa: E731
+        assert wait_until(sleeping, 120, 0.05), "the RUN never started"
+        tool.run("umount", str(point))
+        assert wait_until(lambda: exited(daemon), GONE_WITHIN, 0.05), "the daemon waited for the RUN"
+        assert not is_mounted(point) and build.poll() is None  # and the step still runs
+    finally:
+        build.send_signal(signal.SIGKILL)
+        build.wait()
