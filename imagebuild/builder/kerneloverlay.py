@@ -23,6 +23,7 @@ import threading
 from collections.abc import Sequence
 
 from imagebuild import mountinfo
+from imagebuild.errors import ImagebuildError
 from unionfs import TRUSTED_OPAQUE, WH_PREFIX, is_internal_xattr
 
 READY_WITHIN = 30.0  # seconds for `unshare` and `mount` to answer
@@ -33,8 +34,9 @@ SPECIAL = (":", ",", "\\", "\n")  # characters lowerdir= would need escaped: suc
 SCRIPT = 'mount -t overlay overlay -o "$1" -- "$2" || exit 3; echo ready; exec cat >/dev/null'
 
 
-class Refused(Exception):
-    """Kernel overlayfs cannot mount these layers here; the message says why, in a few words."""
+class Refused(ImagebuildError):
+    """Kernel overlayfs cannot mount these layers here; the message says why, in a few words (the builder then
+    uses unionfs, or under `--run-fs overlay` fails with it)."""
 
 
 def refusal() -> str | None:
