@@ -43,7 +43,8 @@ ALLOWED = (
     allow(
         "/opt/vendor/bin/tool*",
         "mode hardlink",
-        "kernel overlayfs (buildah) splits a lower hard link when a RUN chmods one name; imagebuild keeps one inode",
+        "kernel overlayfs (buildah; imagebuild as root) splits a lower hard link when a RUN chmods one name; unionfs"
+        " (root-unionfs, rootless) keeps one inode",
     ),
     allow("/var/log/**", "content", "apt, dpkg and alternatives logs record the time of the run"),
     allow("/var/cache/apt/*.bin", "content", "apt's binary caches record the mtimes of the package lists"),
