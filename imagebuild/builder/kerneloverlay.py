@@ -142,7 +142,9 @@ class KernelMount:
             copied = [point for point, fstype in mountinfo.mounts(self.holder.pid) if fstype == mountinfo.UNION_FSTYPE]
         except OSError:
             return
-        others = [point for point in copied if point not in keep]
+        # never one the store is on (a build inside a container of ours): the step's caches and files live there
+        store = os.path.realpath(self.upper)
+        others = [p for p in copied if p not in keep and not store.startswith(p.rstrip("/") + "/")]
         if others:
             subprocess.run([*self.enter(), "umount", "--lazy", "--", *others], capture_output=True, check=False)
 
