@@ -216,3 +216,22 @@ def test_a_unionfs_mount_unmounted_while_a_kernel_step_runs_goes_at_once(
     finally:
         build.send_signal(signal.SIGKILL)
         build.wait()
+
+
+@pytest.mark.parametrize("run_fs", ["overlay", "unionfs"])
+def test_what_a_step_leaves_running_ends_with_it(tool: Tool, ctx: Path, run_fs: str) -> None:
+    """As in docker: a step's own pid namespace, so nothing it started writes to its upper once that is a layer
+    (and nothing keeps a kernel overlay mounted)."""
+    marker = f"{os.getpid() % 1000 + 7000}"
+    dockerfile(ctx, f"FROM busybox\nRUN (busybox setsid busybox sleep {marker} >/dev/null 2>&1 &); echo started\n")
+    tool.build(ctx, "--no-cache", "--run-fs", run_fs)
+
+    def left() -> list[int]:
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and cmdline(int(p))[-2:] == ["sleep", marker]]
+
+    try:
+        assert wait_until(lambda: not left(), 5, 0.05), f"still running: {left()}"
+    finally:
+        for pid in left():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
