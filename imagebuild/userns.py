@@ -11,6 +11,7 @@ lives only in that mount namespace; imagebuild reaches it through `enter`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -154,17 +155,24 @@ class Namespace:
 
     def close(self) -> None:
         holder, self.holder = self.holder, None
-        if holder is None:
-            return
-        if holder.stdin is not None:
+        if holder is not None:
+            release(holder, 5)
+
+
+def release(holder: subprocess.Popen[bytes], within: float) -> None:
+    """Let a namespace's holder go (it ends at the end of its stdin), killed if it has not within `within`
+    seconds, and close our ends of its pipes: its namespaces are gone when this returns."""
+    if holder.stdin is not None:
+        with contextlib.suppress(OSError):
             holder.stdin.close()
-        try:
-            holder.wait(5)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
-        if holder.stderr is not None:
-            holder.stderr.close()
+    try:
+        holder.wait(within)
+    except subprocess.TimeoutExpired:
+        holder.kill()
+        holder.wait()
+    for pipe in (holder.stdout, holder.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _namespace(pid: int) -> str | None:

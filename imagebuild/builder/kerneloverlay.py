@@ -17,6 +17,7 @@ layer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from imagebuild import mountinfo
 from imagebuild.errors import ImagebuildError
+from imagebuild.userns import release
 from unionfs import TRUSTED_OPAQUE, WH_PREFIX, is_internal_xattr
 
 READY_WITHIN = 30.0  # seconds for `unshare` and `mount` to answer
@@ -39,6 +41,7 @@ class Refused(ImagebuildError):
     uses unionfs, or under `--run-fs overlay` fails with it)."""
 
 
+@functools.cache
 def refusal() -> str | None:
     """Why RUN steps cannot use kernel overlayfs on this machine at all (not root, no overlay in the kernel)."""
     if os.geteuid() != 0:
@@ -126,7 +129,7 @@ class KernelMount:
             holder.kill()
             holder.wait()
             error = holder.stderr.read().decode(errors="replace").strip() if holder.stderr else ""
-            self._close_pipes()
+            release(holder, 0)
             self.holder = None
             raise Refused(reason(error, holder.returncode, self.upper))
         self._detach_unionfs(keep)
@@ -151,25 +154,8 @@ class KernelMount:
     def unmount(self) -> None:
         """Let the holder go: its namespace, and the mount with it, are gone when this returns."""
         holder, self.holder = self.holder, None
-        if holder is None:
-            return
-        if holder.stdin is not None:
-            holder.stdin.close()
-        try:
-            holder.wait(10)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
-        self.holder = holder
-        self._close_pipes()
-        self.holder = None
-
-    def _close_pipes(self) -> None:
-        assert self.holder is not None
-        for pipe in (self.holder.stdin, self.holder.stdout, self.holder.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        if holder is not None:
+            release(holder, 10)
 
 
 def reason(error: str, status: int | None, upper: str) -> str:

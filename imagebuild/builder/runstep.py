@@ -58,6 +58,7 @@ class RunStep(StepBase):
                 runmounts.Active(mounts, self.store, self.context, lowers, namespace, self.options.secrets) as active,
                 self._mounted(instruction, mnt, active, upper, work, options, namespace, kernel) as union,
             ):
+                on_kernel = isinstance(union, kerneloverlay.KernelMount)  # else unionfs, maybe after a refusal
                 if isinstance(union, kerneloverlay.KernelMount):
                     enter = union.enter()
                 workdir = state.config.working_dir or "/"
@@ -103,7 +104,7 @@ class RunStep(StepBase):
                 if os.geteuid() != 0 and namespace is None:
                     why += f" ({userns.no_range_hint()})"
                 raise BuildError(why, status)
-            if kernel and (reserved := kerneloverlay.strip_bookkeeping(upper)):
+            if on_kernel and (reserved := kerneloverlay.strip_bookkeeping(upper)):
                 raise BuildError(
                     f"{self._where(instruction)}: RUN made {reserved[0]!r}, a name layers keep for whiteouts "
                     f"(.wh.*), which an image would read as a deletion: rename it (unionfs refuses such names)"
